@@ -1,0 +1,34 @@
+"""Model-family adapters: all knowledge of a model family lives in one file here.
+
+`for_model(model)` returns the adapter for a ModelPatcher (or a DiT module) or raises
+UnsupportedModelError naming the supported families.
+"""
+from .base import BlockRef, ModelAdapter, TokenLayout, UnsupportedModelError
+from .flux import FluxAdapter
+from .qwen_image import QwenImageAdapter
+
+ADAPTERS = [FluxAdapter, QwenImageAdapter]
+
+
+def supported_families():
+    return ", ".join(a.display_name for a in ADAPTERS)
+
+
+def diffusion_model_of(model):
+    """The DiT module of a ModelPatcher, BaseModel or DiT."""
+    inner = getattr(model, "model", model)              # ModelPatcher -> BaseModel
+    return getattr(inner, "diffusion_model", inner)      # BaseModel -> DiT
+
+
+def for_model(model, technique="FastDiT"):
+    dm = diffusion_model_of(model)
+    for adapter in ADAPTERS:
+        if adapter.matches(dm):
+            return adapter(dm)
+    raise UnsupportedModelError(
+        f"{technique} does not support this model ({type(dm).__name__} from {type(dm).__module__}). "
+        f"Supported model families: {supported_families()}.")
+
+
+__all__ = ["ADAPTERS", "BlockRef", "ModelAdapter", "TokenLayout", "UnsupportedModelError",
+           "diffusion_model_of", "for_model", "supported_families"]

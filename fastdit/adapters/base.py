@@ -1,0 +1,94 @@
+"""What every model-family adapter answers: token layout, positions, blocks.
+
+An adapter wraps the DiT module (`patcher.model.diffusion_model`) of one family. Techniques ask it
+questions and never look at the model class themselves, so adding a family is adding one file.
+"""
+from dataclasses import dataclass, field
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not of a family this pack knows; the message names the supported ones."""
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where each kind of token sits in the joint attention sequence of one model call.
+
+    `text_first`: the joint sequence is [text, image] (FLUX, Qwen-Image) rather than [image, text]
+    (HunyuanVideo). The image stream itself is always [target, reference_1, reference_2, ...]."""
+    n_text: int
+    n_target: int
+    n_reference: tuple = field(default_factory=tuple)
+    text_first: bool = True
+
+    @property
+    def n_image(self):
+        return self.n_target + sum(self.n_reference)
+
+    @property
+    def n_total(self):
+        return self.n_text + self.n_image
+
+    @property
+    def text(self):
+        return slice(0, self.n_text) if self.text_first else slice(self.n_image, self.n_total)
+
+    @property
+    def image(self):
+        return slice(self.n_text, self.n_total) if self.text_first else slice(0, self.n_image)
+
+    @property
+    def target(self):
+        start = self.image.start
+        return slice(start, start + self.n_target)
+
+    @property
+    def reference(self):
+        start = self.image.start + self.n_target
+        return slice(start, start + sum(self.n_reference))
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    kind: str   # "double" or "single": the key used in patches_replace["dit"][(kind + "_block", index)]
+    index: int
+    module: object
+
+    @property
+    def patch_key(self):
+        return (f"{self.kind}_block", self.index)
+
+
+def grid_len(n, patch):
+    """Tokens along one axis for n latent pixels (ComfyUI pads up to the patch size)."""
+    return (n + patch // 2) // patch if patch == 2 else -(-n // patch)
+
+
+class ModelAdapter:
+    family = "base"
+    display_name = "base"
+    text_first = True
+
+    def __init__(self, diffusion_model):
+        self.model = diffusion_model
+
+    @classmethod
+    def matches(cls, diffusion_model):
+        raise NotImplementedError
+
+    def blocks(self):
+        """All transformer blocks in execution order, as BlockRefs."""
+        raise NotImplementedError
+
+    def token_grid(self, latent_shape):
+        """(frames, rows, cols) of the token grid for a latent of this shape."""
+        raise NotImplementedError
+
+    def token_layout(self, latent_shape, reference_shapes=(), n_text=0):
+        f, h, w = self.token_grid(latent_shape)
+        refs = tuple(self.token_grid_size(s) for s in reference_shapes)
+        return TokenLayout(n_text=n_text, n_target=f * h * w, n_reference=refs, text_first=self.text_first)
+
+    def token_grid_size(self, latent_shape):
+        f, h, w = self.token_grid(latent_shape)
+        return f * h * w

@@ -1,0 +1,16 @@
+"""The pack's nodes (ComfyUI V3 API). Each module holds node classes only; the work is in fastdit/."""
+from comfy_api.latest import ComfyExtension
+
+from .compare import FastDiTCompare
+from .testing import FastDiTTestModel
+
+NODES = [FastDiTCompare, FastDiTTestModel]
+
+
+class FastDiTExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(NODES)
+
+
+async def comfy_entrypoint():
+    return FastDiTExtension()

