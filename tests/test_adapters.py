@@ -2,13 +2,17 @@
 import pytest
 import torch
 
+import comfy.sample
 from fastdit import adapters
 from fastdit.testing import tiny_models as tm
 
 
-def test_detects_flux_and_qwen():
-    assert adapters.for_model(tm.make_model("flux")).family == "flux"
-    assert adapters.for_model(tm.make_model("qwen_image")).family == "qwen_image"
+@pytest.mark.parametrize("family,expected", [("flux", "flux"), ("flux_kontext", "flux"), ("qwen_image", "qwen_image"),
+                                             ("hunyuan_video", "hunyuan_video"), ("wan", "wan")])
+def test_detects_each_family(family, expected):
+    ad = adapters.for_model(tm.make_model(family))
+    assert ad.family == expected
+    assert len(ad.blocks()) == 4 if expected in ("flux", "hunyuan_video") else len(ad.blocks()) == 2
 
 
 def test_unsupported_model_error_names_supported_families():
@@ -25,9 +29,9 @@ def test_flux_positions_match_process_img(h, w):
     ad = adapters.for_model(tm.make_model("flux"))
     x = torch.zeros(1, 16, h, w)
     img, ids = ad.model.process_img(x)
-    _, gh, gw = ad.token_grid(x.shape)
-    assert img.shape[1] == gh * gw
-    assert torch.equal(ad.grid_positions(gh, gw), ids[0])
+    grid = ad.token_grid(x.shape)
+    assert img.shape[1] == grid[1] * grid[2]
+    assert torch.equal(ad.grid_positions(grid), ids[0])
 
 
 @pytest.mark.parametrize("h,w", [(16, 16), (12, 20), (10, 14)])
@@ -35,15 +39,28 @@ def test_qwen_positions_are_centred_like_process_img(h, w):
     ad = adapters.for_model(tm.make_model("qwen_image"))
     x = torch.zeros(1, 16, 1, h, w)
     img, ids, _ = ad.model.process_img(x)
-    _, gh, gw = ad.token_grid(x.shape)
-    assert torch.equal(ad.grid_positions(gh, gw), ids[0])
-    # a subset keeps full-grid positions
-    sub = ad.positions(torch.tensor([0, gh - 1]), torch.tensor([1, 2]), (gh, gw))
-    assert torch.equal(sub, ids[0][[1, (gh - 1) * gw + 2]])
+    grid = ad.token_grid(x.shape)
+    assert torch.equal(ad.grid_positions(grid), ids[0])
+    gw = grid[2]
+    sub = ad.positions(0, torch.tensor([0, grid[1] - 1]), torch.tensor([1, 2]), grid)  # a subset keeps full-grid ids
+    assert torch.equal(sub, ids[0][[1, (grid[1] - 1) * gw + 2]])
 
 
-def _attention_lengths(family, ref):
-    """Run one model call, capturing (q_len) of the first attention call and the text length."""
+def test_hunyuan_positions_match_img_ids():
+    ad = adapters.for_model(tm.make_model("hunyuan_video"))
+    x = torch.zeros(1, 16, 3, 10, 12)
+    assert torch.equal(ad.grid_positions(ad.token_grid(x.shape)), ad.model.img_ids(x)[0])
+
+
+def test_wan_positions_match_rope_encode():
+    ad = adapters.for_model(tm.make_model("wan"))
+    grid = ad.token_grid((1, 16, 3, 10, 12))
+    want = ad.model.rope_encode(3, 10, 12)
+    got = ad.model.rope_embedder(ad.grid_positions(grid)[None]).movedim(1, 2)
+    assert torch.equal(want, got)
+
+
+def _first_attention_query(family, latent, cond):
     model = tm.make_model(family)
     seen = []
 
@@ -52,20 +69,24 @@ def _attention_lengths(family, ref):
         return func(*args, **kwargs)
 
     model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = spy
-    latent = torch.zeros(tm.latent_shape(family, 12, 16))
-    cond = tm.conditioning(family, reference=ref)
-    import comfy.sample
     comfy.sample.sample(model, torch.randn_like(latent), 1, 1.0, "euler", "simple", cond, cond, latent, disable_pbar=True)
-    return seen[0], latent.shape
+    return seen[0]
 
 
 @pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
 def test_token_layout_matches_real_sequence(family):
     ref = tm.reference_latent(family, 8, 10)
-    q_shape, shape = _attention_lengths(family, ref)
-    ad = adapters.for_model(tm.make_model(family))
-    layout = ad.token_layout(shape, [ref.shape], n_text=tm.TEXT_TOKENS)
+    latent = torch.zeros(tm.latent_shape(family, 12, 16))
+    q_shape = _first_attention_query(family, latent, tm.conditioning(family, reference=ref))
+    layout = adapters.for_model(tm.make_model(family)).token_layout(latent.shape, [ref.shape], n_text=tm.TEXT_TOKENS)
     assert layout.n_target == 6 * 8 and layout.n_reference == (4 * 5,)
-    assert q_shape[2] == layout.n_total  # [B, heads, L, D] with skip_reshape
+    assert q_shape[2] == layout.n_total  # [B, heads, L, D] (skip_reshape)
     assert layout.target == slice(tm.TEXT_TOKENS, tm.TEXT_TOKENS + 48)
     assert layout.reference == slice(tm.TEXT_TOKENS + 48, layout.n_total)
+
+
+def test_hunyuan_layout_is_image_first():
+    latent = torch.zeros(tm.latent_shape("hunyuan_video", 8, 8, frames=2))
+    ad = adapters.for_model(tm.make_model("hunyuan_video"))
+    layout = ad.token_layout(latent.shape, n_text=tm.TEXT_TOKENS)
+    assert layout.image == slice(0, 32) and layout.text == slice(32, 32 + tm.TEXT_TOKENS)

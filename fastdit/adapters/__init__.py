@@ -5,9 +5,11 @@ UnsupportedModelError naming the supported families.
 """
 from .base import BlockRef, ModelAdapter, TokenLayout, UnsupportedModelError
 from .flux import FluxAdapter
+from .hunyuan_video import HunyuanVideoAdapter
 from .qwen_image import QwenImageAdapter
+from .wan import WanAdapter
 
-ADAPTERS = [FluxAdapter, QwenImageAdapter]
+ADAPTERS = [FluxAdapter, QwenImageAdapter, HunyuanVideoAdapter, WanAdapter]
 
 
 def supported_families():

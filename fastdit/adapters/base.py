@@ -5,6 +5,8 @@ questions and never look at the model class themselves, so adding a family is ad
 """
 from dataclasses import dataclass, field
 
+import torch
+
 
 class UnsupportedModelError(ValueError):
     """The model is not of a family this pack knows; the message names the supported ones."""
@@ -60,8 +62,16 @@ class BlockRef:
 
 
 def grid_len(n, patch):
-    """Tokens along one axis for n latent pixels (ComfyUI pads up to the patch size)."""
-    return (n + patch // 2) // patch if patch == 2 else -(-n // patch)
+    """Tokens along one axis for n latent pixels, as ComfyUI's DiTs compute it."""
+    return (n + patch // 2) // patch
+
+
+def stack_ids(*axes):
+    """[N, len(axes)] float32 ids from per-axis coordinate tensors (broadcast scalars)."""
+    n = max(torch.as_tensor(a).numel() for a in axes)
+    cols = [torch.as_tensor(a, dtype=torch.float32).flatten().expand(n) if torch.as_tensor(a).numel() == 1
+            else torch.as_tensor(a, dtype=torch.float32).flatten() for a in axes]
+    return torch.stack(cols, dim=-1)
 
 
 class ModelAdapter:
@@ -83,6 +93,17 @@ class ModelAdapter:
     def token_grid(self, latent_shape):
         """(frames, rows, cols) of the token grid for a latent of this shape."""
         raise NotImplementedError
+
+    def positions(self, frames, rows, cols, grid):
+        """RoPE ids [N, 3] of image tokens at (possibly fractional) frame/row/col coordinates of a
+        token grid of size `grid` = (frames, rows, cols). Coordinates are those of the full grid, so
+        a subset of tokens keeps the positions it has in the whole image."""
+        raise NotImplementedError
+
+    def grid_positions(self, grid, frame_offset=0):
+        """RoPE ids of every token of a full grid, in the model's (frame, row, col) raster order."""
+        f, r, c = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), torch.arange(grid[2]), indexing="ij")
+        return self.positions(f.flatten() + frame_offset, r.flatten(), c.flatten(), grid)
 
     def token_layout(self, latent_shape, reference_shapes=(), n_text=0):
         f, h, w = self.token_grid(latent_shape)

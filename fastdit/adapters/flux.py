@@ -6,7 +6,7 @@ tokens at (0, row, col); Kontext references appended after the target with frame
 """
 import torch
 
-from .base import BlockRef, ModelAdapter, grid_len
+from .base import BlockRef, ModelAdapter, grid_len, stack_ids
 
 
 class FluxAdapter(ModelAdapter):
@@ -17,7 +17,7 @@ class FluxAdapter(ModelAdapter):
     @classmethod
     def matches(cls, dm):
         from comfy.ldm.flux.model import Flux
-        if not isinstance(dm, Flux) or type(dm).__module__ != Flux.__module__:
+        if type(dm) is not Flux:  # Chroma, Flux.2 variants etc. are other classes or params
             return False
         params = dm.params
         return len(params.axes_dim) == 3 and not getattr(params, "global_modulation", False)
@@ -34,16 +34,8 @@ class FluxAdapter(ModelAdapter):
         h, w = latent_shape[-2:]
         return 1, grid_len(h, self.patch_size), grid_len(w, self.patch_size)
 
-    def positions(self, rows, cols, index=0.0):
-        """RoPE ids [N, 3] for tokens at (possibly fractional) grid rows/cols, frame `index`."""
-        rows = torch.as_tensor(rows, dtype=torch.float32).flatten()
-        cols = torch.as_tensor(cols, dtype=torch.float32).flatten()
-        return torch.stack([torch.full_like(rows, float(index)), rows, cols], dim=-1)
+    def positions(self, frames, rows, cols, grid):
+        return stack_ids(frames, rows, cols)  # frame axis = Kontext image index (0 = target)
 
-    def grid_positions(self, h_len, w_len, index=0.0):
-        """RoPE ids of a full h_len x w_len grid in row-major token order (what process_img gives)."""
-        r, c = torch.meshgrid(torch.arange(h_len), torch.arange(w_len), indexing="ij")
-        return self.positions(r, c, index)
-
-    def text_positions(self, n_text, grid_hw=None):
+    def text_positions(self, n_text, grid):
         return torch.zeros(n_text, 3)

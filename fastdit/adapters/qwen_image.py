@@ -6,7 +6,7 @@ TARGET grid and run along all three axes. Edit references (method "index") take 
 """
 import torch
 
-from .base import BlockRef, ModelAdapter, grid_len
+from .base import BlockRef, ModelAdapter, grid_len, stack_ids
 
 
 class QwenImageAdapter(ModelAdapter):
@@ -30,20 +30,11 @@ class QwenImageAdapter(ModelAdapter):
         h, w = latent_shape[-2:]
         return 1, grid_len(h, self.patch_size), grid_len(w, self.patch_size)
 
-    def positions(self, rows, cols, grid_hw, index=0.0):
-        """RoPE ids [N, 3] for tokens at (possibly fractional) rows/cols of a grid of size grid_hw.
+    def positions(self, frames, rows, cols, grid):
+        # centring uses the FULL grid: never re-centre a crop or a subset
+        return stack_ids(frames, torch.as_tensor(rows, dtype=torch.float32) - grid[1] // 2,
+                         torch.as_tensor(cols, dtype=torch.float32) - grid[2] // 2)
 
-        Centring uses the FULL grid, so a subset of tokens keeps the positions it has in the full
-        image (never re-centre a crop)."""
-        h_len, w_len = grid_hw
-        rows = torch.as_tensor(rows, dtype=torch.float32).flatten() - (h_len // 2)
-        cols = torch.as_tensor(cols, dtype=torch.float32).flatten() - (w_len // 2)
-        return torch.stack([torch.full_like(rows, float(index)), rows, cols], dim=-1)
-
-    def grid_positions(self, h_len, w_len, index=0.0):
-        r, c = torch.meshgrid(torch.arange(h_len), torch.arange(w_len), indexing="ij")
-        return self.positions(r, c, (h_len, w_len), index)
-
-    def text_positions(self, n_text, grid_hw):
-        start = round(max(grid_hw[0] // 2, grid_hw[1] // 2))
+    def text_positions(self, n_text, grid):
+        start = round(max(grid[1] // 2, grid[2] // 2))
         return torch.arange(start, start + n_text, dtype=torch.float32)[:, None].repeat(1, 3)
