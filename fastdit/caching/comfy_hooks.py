@@ -1,0 +1,173 @@
+"""ComfyUI glue of the feature caches: keyed wrappers and `patches_replace["dit"]` blocks.
+
+    OUTER_SAMPLE     creates the run's state (and drops it in `finally`), logs one line per run
+    CALC_COND_BATCH  marks a new model evaluation (builds the step plan from sample_sigmas)
+    DIFFUSION_MODEL  sets up the call (family slots, per-call facts); if a call that used forecasts
+                     returns NaN/inf, forgets those conds' caches and recomputes the call in full
+    dit blocks       full compute -> run the block (or its re-expressed module math) and update the
+                     slots; forecast -> predict each slot and apply it without attention or MLP
+
+The configuration lives in model_options["transformer_options"][key] (immutable); the run state
+under key + "_run" in the per-run copy of model_options. All hook functions are plain closures,
+so ComfyUI's clone() (which deep-copies model_options in 0.3.75) never copies model modules.
+"""
+import logging
+
+import torch
+
+from ..adapters import for_model
+from .schedule import FORECAST
+from .run import CallContext, RunState
+from .store import chunk_rows
+
+
+def _transformer_options(args, kwargs):
+    """The DIFFUSION_MODEL wrapper's transformer_options (last positional in every DiT)."""
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    opts = kwargs.get("transformer_options")
+    if opts is None and len(args) > 1 and isinstance(args[-2], dict):
+        opts = args[-2]
+    return opts or {}
+
+
+def _make_outer_sample(key):
+    def outer_sample(executor, *args, **kwargs):
+        import comfy.model_patcher
+        guider = executor.class_obj
+        original = guider.model_options
+        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+        opts = guider.model_options.setdefault("transformer_options", {})
+        run = opts[key + "_run"] = RunState(opts[key])
+        finished = False
+        try:
+            out = executor(*args, **kwargs)
+            finished = True
+            return out
+        finally:
+            run.interrupted = not finished
+            sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
+            logging.info(run.summary(len(sigmas) - 1 if sigmas is not None else None))
+            run.close()
+            guider.model_options = original
+    return outer_sample
+
+
+def _make_calc_cond_batch(key):
+    def calc_cond_batch(executor, *args, **kwargs):
+        model_options = args[-1] if args and isinstance(args[-1], dict) else kwargs.get("model_options", {})
+        opts = model_options.get("transformer_options", {})
+        run = opts.get(key + "_run")
+        if run is not None:
+            model, timestep = args[0], args[3] if len(args) > 3 else kwargs["timestep"]
+            run.prepare_plan(opts.get("sample_sigmas"), getattr(model, "model_sampling", None))
+            run.count_evaluation(run.evaluation(timestep.flatten()[0]))
+        return executor(*args, **kwargs)
+    return calc_cond_batch
+
+
+def _make_diffusion_model(key):
+    def diffusion_model(executor, *args, **kwargs):
+        opts = _transformer_options(args, kwargs)
+        run = opts.get(key + "_run")
+        if run is None:
+            return executor(*args, **kwargs)
+        slots = run.slots_for(executor.class_obj)
+        facts = slots.call_facts(args, kwargs)
+        outer_call = run.call
+        run.call = CallContext(slots, facts)
+        try:
+            out = executor(*args, **kwargs)
+            if run.call.forecasted and not torch.isfinite(out).all():
+                run.fallbacks += 1
+                logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma "
+                                f"{float(opts['sigmas'].flatten()[0]):.4f}; recomputing this step in full")
+                run.store.drop(opts.get("uuids") or [])
+                run.call = CallContext(slots, facts, force_full=True)
+                out = executor(*args, **kwargs)
+            return out
+        finally:
+            run.call = outer_call
+    return diffusion_model
+
+
+def _make_block(key, kind, index):
+    """The replacement of block (kind, index); the index is captured here (Wan sets no block_index)."""
+    def block(args, extra):
+        opts = args.get("transformer_options") or {}
+        run = opts.get(key + "_run")
+        call = run.call if run is not None else None
+        if call is None:  # not inside a run of ours (e.g. apply_model called directly)
+            return extra["original_block"](args)
+        return _run_block(run, call, kind, index, args, extra, opts)
+    return block
+
+
+def _run_block(run, call, kind, index, args, extra, opts):
+    config, slots = run.config, call.slots
+    ref = run.block_ref(slots.adapter, kind, index)
+    names = slots.module_slots(ref) if config.granularity == "module" else None
+    if config.granularity == "module" and names is None:
+        run.fallback_blocks.add(ref.patch_key)
+    streams = slots.streams(ref)
+    names = names or streams
+    lead = args[streams[0]]
+    chunks = chunk_rows(lead.shape[0], list(opts.get("uuids") or []))
+    resolution = tuple(tuple(args[s].shape[1:]) for s in streams)
+    sigma = opts.get("sigmas")
+    ev = run.evaluation(sigma.flatten()[0]) if sigma is not None else None
+    entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
+
+    if (ev is not None and ev.mode == FORECAST and not call.force_full
+            and all(name in e for e in entries for name in names)):
+        preds = {}
+        for name in names:
+            cached = entries[0][name].terms[0]
+            out = torch.empty((lead.shape[0],) + tuple(cached.shape[1:]), dtype=cached.dtype, device=lead.device)
+            for (_, rows), e in zip(chunks, entries):
+                config.predict(e[name], ev.position, out[rows])
+            preds[name] = out
+        call.forecasted = True
+        run.block_calls["forecast"] += 1
+        if names is streams:  # block granularity: stream + forecast delta (out of place)
+            return {s: args[s] + preds[s] for s in streams}
+        return slots.run_forecast(ref, args, preds, call.facts)
+
+    if names is streams:
+        before = {s: args[s].clone() for s in streams}  # FLUX blocks add in place
+        out = extra["original_block"](args)
+        feats = {s: out[s] - before[s] for s in streams}
+    else:
+        out, feats = slots.run_full(ref, args, call.facts)
+    run.block_calls["full"] += 1
+    if ev is not None and run.plan.forecasts_after(ev.step):
+        device = "cpu" if config.cache_device == "cpu" else None
+        for name in names:
+            for (_, rows), e in zip(chunks, entries):
+                e[name] = config.update(e.get(name), feats[name][rows], ev.position, device, owned=True)
+        run.note_stored()
+    return out
+
+
+def install(model, config, key):
+    """A clone of `model` (a ModelPatcher) with the feature cache `config` hooked in under `key`.
+
+    Raises UnsupportedModelError (naming the supported families) for other models."""
+    import comfy.patcher_extension as pe
+    adapter = for_model(model, technique=config.technique)
+    m = model.clone()
+    for wrapper_type, factory in ((pe.WrappersMP.OUTER_SAMPLE, _make_outer_sample),
+                                  (pe.WrappersMP.CALC_COND_BATCH, _make_calc_cond_batch),
+                                  (pe.WrappersMP.DIFFUSION_MODEL, _make_diffusion_model)):
+        m.remove_wrappers_with_key(wrapper_type, key)
+        m.add_wrapper_with_key(wrapper_type, key, factory(key))
+    replaced = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    for ref in adapter.blocks():
+        if ref.patch_key in replaced and not getattr(replaced[ref.patch_key], "_fastdit_key", None) == key:
+            logging.warning(f"{config.technique}: replacing an existing patch of {ref.patch_key} from another node")
+        fn = _make_block(key, ref.kind, ref.index)
+        fn._fastdit_key = key
+        m.set_model_patch_replace(fn, "dit", f"{ref.kind}_block", ref.index)
+    # set after the patches: set_model_patch_replace rebuilds the transformer_options dict
+    m.model_options.setdefault("transformer_options", {})[key] = config
+    return m
