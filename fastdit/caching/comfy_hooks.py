@@ -74,17 +74,22 @@ def _make_diffusion_model(key):
             return executor(*args, **kwargs)
         slots = run.slots_for(executor.class_obj)
         facts = slots.call_facts(args, kwargs)
+        sigma = opts.get("sigmas")
+        sigma = None if sigma is None else float(sigma.flatten()[0])  # one host sync per call, not per block
+        evaluation = None if sigma is None else run.evaluation(sigma)
         outer_call = run.call
-        run.call = CallContext(slots, facts)
+        run.call = CallContext(slots, evaluation, facts)
         try:
             out = executor(*args, **kwargs)
             if run.call.forecasted and not torch.isfinite(out).all():
                 run.fallbacks += 1
-                logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma "
-                                f"{float(opts['sigmas'].flatten()[0]):.4f}; recomputing this step in full")
+                logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma {sigma:.4f}; "
+                                "recomputing this step in full")
                 run.store.drop(opts.get("uuids") or [])
-                run.call = CallContext(slots, facts, force_full=True)
+                run.call = CallContext(slots, evaluation, facts, force_full=True)
                 out = executor(*args, **kwargs)
+            if run.call.stored:
+                run.note_stored()
             return out
         finally:
             run.call = outer_call
@@ -114,8 +119,7 @@ def _run_block(run, call, kind, index, args, extra, opts):
     lead = args[streams[0]]
     chunks = chunk_rows(lead.shape[0], list(opts.get("uuids") or []))
     resolution = tuple(tuple(args[s].shape[1:]) for s in streams)
-    sigma = opts.get("sigmas")
-    ev = run.evaluation(sigma.flatten()[0]) if sigma is not None else None
+    ev = call.evaluation
     entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
 
     if (ev is not None and ev.mode == FORECAST and not call.force_full
@@ -145,7 +149,7 @@ def _run_block(run, call, kind, index, args, extra, opts):
         for name in names:
             for (_, rows), e in zip(chunks, entries):
                 e[name] = config.update(e.get(name), feats[name][rows], ev.position, device, owned=True)
-        run.note_stored()
+        call.stored = True
     return out
 
 

@@ -11,9 +11,11 @@ from .store import SlotStore
 class CallContext:
     """One DIFFUSION_MODEL call (a batch of conds at one sigma)."""
     slots: object                 # the family's CacheSlots
+    evaluation: object            # schedule.Evaluation of this sigma, None when no plan is known
     facts: dict = field(default_factory=dict)
     force_full: bool = False      # set when re-running a call whose forecast was not finite
     forecasted: bool = False      # some block of this call used a forecast
+    stored: bool = False          # some block of this call updated the cache
 
 
 class RunState:
@@ -21,6 +23,7 @@ class RunState:
         self.config = config
         self.store = SlotStore()
         self.plan = None
+        self._plan_sigmas = None
         self.call = None
         self._slots = {}
         self._blocks = {}
@@ -34,7 +37,10 @@ class RunState:
 
     # -- schedule ------------------------------------------------------------------------------
     def prepare_plan(self, sample_sigmas, model_sampling):
-        if sample_sigmas is None or (self.plan is not None and self.plan.matches(sample_sigmas)):
+        if sample_sigmas is None or sample_sigmas is self._plan_sigmas:
+            return
+        self._plan_sigmas = sample_sigmas
+        if self.plan is not None and self.plan.matches(sample_sigmas):
             return
         if self.plan is not None:  # a new schedule inside one run: positions no longer compare
             self.store.clear()
