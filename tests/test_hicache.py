@@ -21,7 +21,7 @@ from fastdit.testing.comfy_env import execute
 VIDEO = ("hunyuan_video", "wan")
 EDIT = ("flux_kontext", "qwen_image_edit")
 SUMMARY = re.compile(r"(\d+) model evaluations = (\d+) full \+ (\d+) forecast; cost ratio ([\d.]+)x.*?"
-                     r"(\d+) slots x (\d+) conds")
+                     r"(\d+) slots x (\d+) conds?")
 
 
 def _inputs(family, h=16, w=16, batch=1, seed=0):

@@ -91,7 +91,8 @@ class RunState:
         planned = f", schedule {self.plan.speedup:.2f}x" if self.plan else ""
         line = (f"{c.technique} ({c.describe()}): {steps} steps, {ev['full'] + ev['forecast']} model evaluations "
                 f"= {ev['full']} full + {ev['forecast']} forecast; cost ratio {ratio:.2f}x of block compute"
-                f"{planned}; {self.store.n_slots // max(self.store.n_conds, 1)} slots x {self.store.n_conds} conds, cache "
+                f"{planned}; {self.store.n_slots // max(self.store.n_conds, 1)} slots x {self.store.n_conds} "
+                f"cond{'' if self.store.n_conds == 1 else 's'}, cache "
                 f"{self.peak_bytes / 2 ** 20:.1f} MiB ({c.cache_device})")
         if self.fallbacks:
             line += f"; {self.fallbacks} non-finite forecasts recomputed in full"
