@@ -305,3 +305,39 @@ def test_reference_tokens_are_cached_with_the_image_stream(family, n_ref):
     _sample(model, family)
     target = (16 // 2) * (16 // 2)
     assert {s[1] for s in shapes.values()} == {target + n_ref}
+
+
+def test_percent_window_limits_forecasting(info_log):
+    model = tm.make_model("flux")
+    _sample(apply_hicache(model, interval=4, warmup_steps=2, start_percent=0.5), "flux")
+    _sample(apply_hicache(model, interval=4, warmup_steps=2, end_percent=0.5), "flux")
+    (_, (_, _, late, _, _, _)), (_, (_, _, early, _, _, _)) = list(zip(*_summaries(info_log)))
+    assert 0 < late < 8 and 0 < early < 8  # 8 forecast steps without a window
+
+
+@pytest.mark.parametrize("family", ["flux", "qwen_image"])
+def test_bf16_model_and_cpu_offloaded_cache(family):
+    model = tm.make_model(family, dtype=torch.bfloat16)
+    base = _sample(model, family)
+    on_device = _sample(apply_hicache(model, interval=4, warmup_steps=2), family)
+    offloaded = _sample(apply_hicache(model, interval=4, warmup_steps=2, cache_device="cpu"), family)
+    assert torch.isfinite(on_device).all() and _rel_err(on_device, base) < 0.35
+    assert torch.equal(offloaded, on_device)
+
+
+@pytest.mark.parametrize("family", tm.FAMILIES)
+def test_node_in_a_graph_for_every_family(family, info_log):
+    frames = 3 if family in VIDEO else 1
+    graph = {
+        "1": {"class_type": "FastDiTTestModel", "inputs": {"family": family, "seed": 0, "width": 16, "height": 16, "frames": frames, "batch_size": 1}},
+        "2": {"class_type": "FastDiTHiCache", "inputs": {"model": ["1", 0], "interval": 4, "order": 2, "sigma": 0.5, "warmup_steps": 2, "mode": "hicache", "start_percent": 0.0, "end_percent": 1.0, "granularity": "module"}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 12, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "4": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 12, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 4]}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 4]}},
+        "7": {"class_type": "FastDiTCompare", "inputs": {"reference": ["5", 0], "candidate": ["6", 0]}},
+    }
+    psnr = execute(graph)["7"]["fastdit_metrics"][0]["psnr"]
+    assert psnr != "inf" and float(psnr) > 10
+    (_, (evals, full, forecast, ratio, _, conds)), = [x for x in zip(*_summaries(info_log))]
+    assert (evals, full, forecast, ratio, conds) == (12, 4, 8, 3.0, 2)
