@@ -111,33 +111,27 @@ def _make_block(key, kind, index):
 def _run_block(run, call, kind, index, args, extra, opts):
     config, slots = run.config, call.slots
     ref = run.block_ref(slots.adapter, kind, index)
-    names = slots.module_slots(ref) if config.granularity == "module" else None
-    if config.granularity == "module" and names is None:
-        run.fallback_blocks.add(ref.patch_key)
     streams = slots.streams(ref)
-    names = names or streams
+    module_slots = slots.module_slots(ref) if config.granularity == "module" else None
+    if config.granularity == "module" and module_slots is None:
+        run.fallback_blocks.add(ref.patch_key)
+    names = module_slots or streams  # block granularity: one slot per stream (its output delta)
     lead = args[streams[0]]
     chunks = chunk_rows(lead.shape[0], list(opts.get("uuids") or []))
     resolution = tuple(tuple(args[s].shape[1:]) for s in streams)
-    ev = call.evaluation
     entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
+    ev = call.evaluation
 
     if (ev is not None and ev.mode == FORECAST and not call.force_full
             and all(name in e for e in entries for name in names)):
-        preds = {}
-        for name in names:
-            cached = entries[0][name].terms[0]
-            out = torch.empty((lead.shape[0],) + tuple(cached.shape[1:]), dtype=cached.dtype, device=lead.device)
-            for (_, rows), e in zip(chunks, entries):
-                config.predict(e[name], ev.position, out[rows])
-            preds[name] = out
+        preds = {name: _forecast_slot(config, name, chunks, entries, ev.position, lead) for name in names}
         call.forecasted = True
         run.block_calls["forecast"] += 1
-        if names is streams:  # block granularity: stream + forecast delta (out of place)
-            return {s: args[s] + preds[s] for s in streams}
+        if module_slots is None:
+            return {s: args[s] + preds[s] for s in streams}  # out of place: callers may hold the input
         return slots.run_forecast(ref, args, preds, call.facts)
 
-    if names is streams:
+    if module_slots is None:
         before = {s: args[s].clone() for s in streams}  # FLUX blocks add in place
         out = extra["original_block"](args)
         feats = {s: out[s] - before[s] for s in streams}
@@ -147,9 +141,18 @@ def _run_block(run, call, kind, index, args, extra, opts):
     if ev is not None and run.plan.forecasts_after(ev.step):
         device = "cpu" if config.cache_device == "cpu" else None
         for name in names:
-            for (_, rows), e in zip(chunks, entries):
+            for (_, rows), e in zip(chunks, entries):  # fresh tensors: stored without a copy
                 e[name] = config.update(e.get(name), feats[name][rows], ev.position, device, owned=True)
         call.stored = True
+    return out
+
+
+def _forecast_slot(config, name, chunks, entries, position, like):
+    """One slot forecast for every cond chunk of the call, written into one batch tensor."""
+    cached = entries[0][name].terms[0]
+    out = torch.empty((like.shape[0],) + tuple(cached.shape[1:]), dtype=cached.dtype, device=like.device)
+    for (_, rows), e in zip(chunks, entries):
+        config.predict(e[name], position, out[rows])
     return out
 
 

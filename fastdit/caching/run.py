@@ -84,13 +84,11 @@ class RunState:
     # -- report --------------------------------------------------------------------------------
     def summary(self, n_steps=None):
         c = self.config
-        ev, bc = self.evaluations, self.block_calls
-        total_blocks = bc["full"] + bc["forecast"]
-        ratio = total_blocks / bc["full"] if bc["full"] else 1.0
+        ev = self.evaluations
         steps = n_steps if n_steps is not None else (self.plan.n_steps if self.plan else 0)
         planned = f", schedule {self.plan.speedup:.2f}x" if self.plan else ""
         line = (f"{c.technique} ({c.describe()}): {steps} steps, {ev['full'] + ev['forecast']} model evaluations "
-                f"= {ev['full']} full + {ev['forecast']} forecast; cost ratio {ratio:.2f}x of block compute"
+                f"= {ev['full']} full + {ev['forecast']} forecast; cost ratio {self.cost_ratio:.2f}x of block compute"
                 f"{planned}; {self.store.n_slots // max(self.store.n_conds, 1)} slots x {self.store.n_conds} "
                 f"cond{'' if self.store.n_conds == 1 else 's'}, cache "
                 f"{self.peak_bytes / 2 ** 20:.1f} MiB ({c.cache_device})")
@@ -104,6 +102,7 @@ class RunState:
 
     @property
     def cost_ratio(self):
+        """Block computations the uncached model would do / those done (forecasts cost ~nothing)."""
         bc = self.block_calls
         return (bc["full"] + bc["forecast"]) / bc["full"] if bc["full"] else 1.0
 
