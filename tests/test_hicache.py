@@ -24,6 +24,16 @@ SUMMARY = re.compile(r"(\d+) model evaluations = (\d+) full \+ (\d+) forecast; c
                      r"(\d+) slots x (\d+) conds?")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP's spinning
+    threads orders of magnitude slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _inputs(family, h=16, w=16, batch=1, seed=0):
     ref = tm.reference_latent(family, h, w) if family in EDIT else None
     pos, neg = tm.conditioning(family, 0, reference=ref), tm.conditioning(family, 1, reference=ref)
