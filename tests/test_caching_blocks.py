@@ -109,3 +109,24 @@ def test_unknown_block_classes_have_no_module_slots():
     fake = adapters.BlockRef("double", 0, torch.nn.Linear(2, 2))
     assert slots.module_slots(fake) is None
     assert slots.streams(fake) == ("img", "txt")
+
+
+def test_a_changed_block_interface_gets_no_module_slots():
+    from comfy.ldm.flux.layers import DoubleStreamBlock
+    from fastdit.adapters.cache_slots import forward_params
+    from fastdit.adapters.flux import FLUX_DOUBLE_FORWARD
+
+    class NewerDoubleBlock(DoubleStreamBlock):  # as if a ComfyUI update added a forward argument
+        def forward(self, img, txt, vec, pe, attn_mask=None, modulation_dims_img=None, modulation_dims_txt=None,
+                    transformer_options={}, timestep_zero_index=None):
+            return super().forward(img, txt, vec, pe, attn_mask, modulation_dims_img, modulation_dims_txt,
+                                   transformer_options)
+
+    ad = adapters.for_model(tm.make_model("flux"))
+    real = ad.blocks()[0]
+    slots = ad.cache_slots(ad)
+    newer = NewerDoubleBlock.__new__(NewerDoubleBlock)
+    newer.__dict__.update(real.module.__dict__)
+    assert slots.module_slots(real) is not None and forward_params(real.module) == FLUX_DOUBLE_FORWARD
+    assert forward_params(newer) != FLUX_DOUBLE_FORWARD
+    assert slots.module_slots(adapters.BlockRef("double", 0, newer)) is None

@@ -10,7 +10,17 @@ Each family file ends with a "feature-cache slots" section that subclasses `Cach
   outputs exposed (`run_full`); a forecast recomputes only the modulation from `vec` and adds
   gate * forecast (`run_forecast`): no attention, no MLP. Families re-express the block math
   from the block's public submodules; tests pin it to the real forward.
+
+A family only claims module slots for the exact block class, with the exact `forward` parameters,
+it re-expresses: a ComfyUI release that changes a block's interface gets block granularity (and a
+warning) instead of silently different math.
 """
+import inspect
+
+
+def forward_params(block):
+    """Names of the parameters of the block's forward (without self)."""
+    return tuple(inspect.signature(type(block).forward).parameters)[1:]
 
 
 class CacheSlots:

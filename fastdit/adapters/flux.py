@@ -47,10 +47,13 @@ class FluxAdapter(ModelAdapter):
 # module outputs exposed; tests/test_caching_blocks.py pins it to the real forwards. HunyuanVideo
 # uses the same block classes (image-first joint order, optional per-token modulation dims).
 # ---------------------------------------------------------------------------------------------
-from .cache_slots import CacheSlots  # noqa: E402
+from .cache_slots import CacheSlots, forward_params  # noqa: E402
 
 FLUX_DOUBLE_SLOTS = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
 FLUX_SINGLE_SLOTS = ("total",)
+FLUX_DOUBLE_FORWARD = ("img", "txt", "vec", "pe", "attn_mask", "modulation_dims_img", "modulation_dims_txt",
+                       "transformer_options")
+FLUX_SINGLE_FORWARD = ("x", "vec", "pe", "attn_mask", "modulation_dims", "transformer_options")
 
 
 def _gateable(t, modulation_dims):
@@ -146,9 +149,11 @@ class FluxCacheSlots(CacheSlots):
     def module_slots(self, ref):
         from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
         b = ref.module
-        if ref.kind == "double" and type(b) is DoubleStreamBlock and b.modulation:
+        if (ref.kind == "double" and type(b) is DoubleStreamBlock and b.modulation
+                and forward_params(b) == FLUX_DOUBLE_FORWARD):
             return FLUX_DOUBLE_SLOTS
-        if ref.kind == "single" and type(b) is SingleStreamBlock and b.modulation is not None:
+        if (ref.kind == "single" and type(b) is SingleStreamBlock and b.modulation is not None
+                and forward_params(b) == FLUX_SINGLE_FORWARD):
             return FLUX_SINGLE_SLOTS
         return None
 

@@ -47,9 +47,11 @@ class QwenImageAdapter(ModelAdapter):
 # stream holds target + reference tokens; both are cached (the reference part costs as much
 # memory as the target part for a same-size reference).
 # ---------------------------------------------------------------------------------------------
-from .cache_slots import CacheSlots  # noqa: E402
+from .cache_slots import CacheSlots, forward_params  # noqa: E402
 
 QWEN_SLOTS = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
+QWEN_FORWARD = ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "temb", "image_rotary_emb",
+                "transformer_options")
 
 
 def _qwen_modulate(x, mod_params):
@@ -95,7 +97,9 @@ def qwen_block_forecast(block, img, txt, temb, preds):
 class QwenImageCacheSlots(CacheSlots):
     def module_slots(self, ref):
         from comfy.ldm.qwen_image.model import QwenImageTransformerBlock
-        return QWEN_SLOTS if type(ref.module) is QwenImageTransformerBlock else None
+        b = ref.module
+        ok = type(b) is QwenImageTransformerBlock and forward_params(b) == QWEN_FORWARD
+        return QWEN_SLOTS if ok else None
 
     def run_full(self, ref, args, facts):
         img, txt, feats = qwen_block_full(ref.module, args["img"], args["txt"], args["vec"], args["pe"],

@@ -46,9 +46,10 @@ class WanAdapter(ModelAdapter):
 # ---------------------------------------------------------------------------------------------
 import torch  # noqa: E402
 
-from .cache_slots import CacheSlots  # noqa: E402
+from .cache_slots import CacheSlots, forward_params  # noqa: E402
 
 WAN_SLOTS = ("self_attn", "cross_attn", "ffn")
+WAN_FORWARD = ("x", "e", "freqs", "context", "context_img_len", "transformer_options")
 
 
 def _wan_modulation(block, x, e):
@@ -88,7 +89,8 @@ class WanCacheSlots(CacheSlots):
     def module_slots(self, ref):
         from comfy.ldm.wan.model import WanAttentionBlock, WanI2VCrossAttention, WanT2VCrossAttention
         b = ref.module
-        ok = type(b) is WanAttentionBlock and type(b.cross_attn) in (WanT2VCrossAttention, WanI2VCrossAttention)
+        ok = (type(b) is WanAttentionBlock and forward_params(b) == WAN_FORWARD
+              and type(b.cross_attn) in (WanT2VCrossAttention, WanI2VCrossAttention))
         return WAN_SLOTS if ok else None
 
     def call_facts(self, args, kwargs):

@@ -168,6 +168,12 @@ def install(model, config, key):
                                   (pe.WrappersMP.DIFFUSION_MODEL, _make_diffusion_model)):
         m.remove_wrappers_with_key(wrapper_type, key)
         m.add_wrapper_with_key(wrapper_type, key, factory(key))
+    if config.granularity == "module":
+        slots = adapter.cache_slots(adapter)
+        missing = [b.patch_key for b in adapter.blocks() if slots.module_slots(b) is None]
+        if missing:
+            logging.warning(f"{config.technique}: {len(missing)} blocks of this model are not of a known block "
+                            f"interface (e.g. {missing[0]}); they use block granularity")
     replaced = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
     for ref in adapter.blocks():
         if ref.patch_key in replaced and not getattr(replaced[ref.patch_key], "_fastdit_key", None) == key:
