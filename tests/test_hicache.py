@@ -351,3 +351,24 @@ def test_node_in_a_graph_for_every_family(family, info_log):
     assert psnr != "inf" and float(psnr) > 10
     (_, (evals, full, forecast, ratio, _, conds)), = [x for x in zip(*_summaries(info_log))]
     assert (evals, full, forecast, ratio, conds) == (12, 4, 8, 3.0, 2)
+
+
+def test_blocks_of_an_unknown_interface_fall_back_to_block_granularity(info_log):
+    from comfy.ldm.flux.layers import DoubleStreamBlock
+
+    class NewerDoubleBlock(DoubleStreamBlock):  # a block whose forward gained an argument
+        def forward(self, *args, extra_argument=None, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    model = tm.make_model("flux")
+    dm = model.model.diffusion_model
+    newer = NewerDoubleBlock.__new__(NewerDoubleBlock)
+    newer.__dict__.update(dm.double_blocks[1].__dict__)
+    dm.double_blocks[1] = newer
+    base = _sample(model, "flux")
+    out = _sample(apply_hicache(model, interval=4, warmup_steps=2), "flux")
+    assert _rel_err(out, base) < 0.35
+    warnings = [r.getMessage() for r in info_log.records if "not of a known block interface" in r.getMessage()]
+    assert warnings and "('double_block', 1)" in warnings[0]
+    line = _summaries(info_log)[0][0]
+    assert "block granularity used for 1 blocks without module slots" in line
