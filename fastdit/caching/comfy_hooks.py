@@ -7,8 +7,12 @@
     dit blocks       full compute -> run the block (or its re-expressed module math) and update the
                      slots; forecast -> predict each slot and apply it without attention or MLP
 
-The configuration lives in model_options["transformer_options"][key] (immutable); the run state
-under key + "_run" in the per-run copy of model_options. All hook functions are plain closures,
+A technique plugs in with `install(model, config, key)`, where `config` is an immutable object with
+the schedule fields (interval, warmup_steps, start_percent, end_percent), granularity, cache_device,
+technique (its name in messages), describe(), and its forecaster: update(state, feature, position,
+cache_device, owned) -> state and predict(state, position, out) (see config.TaylorCacheConfig).
+The configuration lives in model_options["transformer_options"][key]; the run state under
+key + "_run" in the per-run copy of model_options. All hook functions are plain closures,
 so ComfyUI's clone() (which deep-copies model_options in 0.3.75) never copies model modules.
 """
 import logging
