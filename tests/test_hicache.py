@@ -24,14 +24,7 @@ SUMMARY = re.compile(r"(\d+) model evaluations = (\d+) full \+ (\d+) forecast; c
                      r"(\d+) slots x (\d+) conds?")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP's spinning
-    threads orders of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(family, h=16, w=16, batch=1, seed=0):
@@ -123,17 +116,27 @@ def test_same_model_twice_gives_identical_output_and_no_state_survives():
     assert HICACHE_KEY + "_run" not in opts
 
 
-def test_graph_run_twice_is_identical():
-    graph = {
-        "1": {"class_type": "FastDiTTestModel", "inputs": {"family": "flux", "seed": 0, "width": 16, "height": 16, "frames": 1, "batch_size": 1}},
+def _compare_graph(family="flux", reference_model="1", steps=12):
+    """Tiny model -> HiCache node; sampler on `reference_model` vs sampler on HiCache; PSNR of the two."""
+    frames = 3 if family in VIDEO else 1
+
+    def ksampler(model):
+        return {"class_type": "KSampler", "inputs": {"model": [model, 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}}
+
+    return {
+        "1": {"class_type": "FastDiTTestModel", "inputs": {"family": family, "seed": 0, "width": 16, "height": 16, "frames": frames, "batch_size": 1}},
         "2": {"class_type": "FastDiTHiCache", "inputs": {"model": ["1", 0], "interval": 4, "order": 2, "sigma": 0.5, "warmup_steps": 2, "mode": "hicache", "start_percent": 0.0, "end_percent": 1.0, "granularity": "module"}},
-        "3": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 10, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
-        "4": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 10, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "3": ksampler(reference_model),
+        "4": ksampler("2"),
         "5": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 4]}},
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 4]}},
         "7": {"class_type": "FastDiTCompare", "inputs": {"reference": ["5", 0], "candidate": ["6", 0]}},
     }
-    assert execute(graph)["7"]["fastdit_metrics"][0]["psnr"] == "inf"
+
+
+def test_graph_run_twice_is_identical():
+    # both samplers use the same HiCache MODEL output: the second run must not see the first's state
+    assert execute(_compare_graph(reference_model="2"))["7"]["fastdit_metrics"][0]["psnr"] == "inf"
 
 
 def test_other_resolution_after_the_first(info_log):
@@ -337,16 +340,7 @@ def test_bf16_model_and_cpu_offloaded_cache(family):
 
 @pytest.mark.parametrize("family", tm.FAMILIES)
 def test_node_in_a_graph_for_every_family(family, info_log):
-    frames = 3 if family in VIDEO else 1
-    graph = {
-        "1": {"class_type": "FastDiTTestModel", "inputs": {"family": family, "seed": 0, "width": 16, "height": 16, "frames": frames, "batch_size": 1}},
-        "2": {"class_type": "FastDiTHiCache", "inputs": {"model": ["1", 0], "interval": 4, "order": 2, "sigma": 0.5, "warmup_steps": 2, "mode": "hicache", "start_percent": 0.0, "end_percent": 1.0, "granularity": "module"}},
-        "3": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 12, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
-        "4": {"class_type": "KSampler", "inputs": {"model": ["2", 0], "positive": ["1", 1], "negative": ["1", 2], "latent_image": ["1", 3], "seed": 3, "steps": 12, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 4]}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 4]}},
-        "7": {"class_type": "FastDiTCompare", "inputs": {"reference": ["5", 0], "candidate": ["6", 0]}},
-    }
+    graph = _compare_graph(family)
     psnr = execute(graph)["7"]["fastdit_metrics"][0]["psnr"]
     assert psnr != "inf" and float(psnr) > 10
     (_, (evals, full, forecast, ratio, _, conds)), = [x for x in zip(*_summaries(info_log))]

@@ -2,17 +2,9 @@
 import json
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP's spinning
-    threads orders of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_gpu_bench_runs_on_cpu_with_tiny(tmp_path):
