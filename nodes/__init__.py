@@ -2,9 +2,10 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare import FastDiTCompare
+from .hicache import FastDiTHiCache
 from .testing import FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel]
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTHiCache]
 
 
 class FastDiTExtension(ComfyExtension):

@@ -27,6 +27,17 @@ def pack_nodes():
     return PACK_NODES
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine OpenMP's spinning threads
+    make them orders of magnitude slower. Use with pytest.mark.usefixtures("one_torch_thread")."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def comfy_server():
     from fastdit.testing.server import ComfyServer

@@ -39,3 +39,145 @@ class FluxAdapter(ModelAdapter):
 
     def text_positions(self, n_text, grid):
         return torch.zeros(n_text, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
+# DoubleStreamBlock / SingleStreamBlock math re-expressed from their public submodules, with the
+# module outputs exposed; tests/test_caching_blocks.py pins it to the real forwards. HunyuanVideo
+# uses the same block classes (image-first joint order, optional per-token modulation dims).
+# ---------------------------------------------------------------------------------------------
+from .cache_slots import CacheSlots, forward_params  # noqa: E402
+
+FLUX_DOUBLE_SLOTS = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
+FLUX_SINGLE_SLOTS = ("total",)
+FLUX_DOUBLE_FORWARD = ("img", "txt", "vec", "pe", "attn_mask", "modulation_dims_img", "modulation_dims_txt",
+                       "transformer_options")
+FLUX_SINGLE_FORWARD = ("x", "vec", "pe", "attn_mask", "modulation_dims", "transformer_options")
+
+
+def _gateable(t, modulation_dims):
+    # apply_mod scales in place when modulation_dims is set: keep the cached feature intact
+    return t if modulation_dims is None else t.clone()
+
+
+def _stream_qkv(norm1, attn, x, mod, modulation_dims, num_heads):
+    from comfy.ldm.flux.layers import apply_mod
+    qkv = attn.qkv(apply_mod(norm1(x), (1 + mod.scale), mod.shift, modulation_dims))
+    q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn.norm(q, k, v)
+    return q, k, v
+
+
+def flux_double_full(block, img, txt, vec, pe, attn_mask=None, mod_dims_img=None, mod_dims_txt=None,
+                     transformer_options={}):
+    """DoubleStreamBlock.forward; returns (img, txt, {slot: module output before its gate})."""
+    from comfy.ldm.flux import layers
+    img_mod1, img_mod2 = block.img_mod(vec)
+    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    img_q, img_k, img_v = _stream_qkv(block.img_norm1, block.img_attn, img, img_mod1, mod_dims_img, block.num_heads)
+    txt_q, txt_k, txt_v = _stream_qkv(block.txt_norm1, block.txt_attn, txt, txt_mod1, mod_dims_txt, block.num_heads)
+    first, second = ((img_q, img_k, img_v), (txt_q, txt_k, txt_v)) if block.flipped_img_txt else \
+        ((txt_q, txt_k, txt_v), (img_q, img_k, img_v))
+    q, k, v = (torch.cat((a, b), dim=2) for a, b in zip(first, second))
+    attn = layers.attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
+    split = img.shape[1] if block.flipped_img_txt else txt.shape[1]
+    if block.flipped_img_txt:
+        img_attn, txt_attn = attn[:, :split], attn[:, split:]
+    else:
+        txt_attn, img_attn = attn[:, :split], attn[:, split:]
+    feats = {"img_attn": block.img_attn.proj(img_attn)}
+    img += layers.apply_mod(_gateable(feats["img_attn"], mod_dims_img), img_mod1.gate, None, mod_dims_img)
+    feats["img_mlp"] = block.img_mlp(layers.apply_mod(block.img_norm2(img), (1 + img_mod2.scale), img_mod2.shift, mod_dims_img))
+    img += layers.apply_mod(_gateable(feats["img_mlp"], mod_dims_img), img_mod2.gate, None, mod_dims_img)
+    feats["txt_attn"] = block.txt_attn.proj(txt_attn)
+    txt += layers.apply_mod(_gateable(feats["txt_attn"], mod_dims_txt), txt_mod1.gate, None, mod_dims_txt)
+    feats["txt_mlp"] = block.txt_mlp(layers.apply_mod(block.txt_norm2(txt), (1 + txt_mod2.scale), txt_mod2.shift, mod_dims_txt))
+    txt += layers.apply_mod(_gateable(feats["txt_mlp"], mod_dims_txt), txt_mod2.gate, None, mod_dims_txt)
+    if txt.dtype == torch.float16:
+        txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
+    return img, txt, feats
+
+
+def flux_double_forecast(block, img, txt, vec, preds, mod_dims_img=None, mod_dims_txt=None):
+    """A double block on a forecast step: modulation from vec, then stream += gate * forecast."""
+    from comfy.ldm.flux.layers import apply_mod
+    img_mod1, img_mod2 = block.img_mod(vec)
+    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    img += apply_mod(preds["img_attn"], img_mod1.gate, None, mod_dims_img)
+    img += apply_mod(preds["img_mlp"], img_mod2.gate, None, mod_dims_img)
+    txt += apply_mod(preds["txt_attn"], txt_mod1.gate, None, mod_dims_txt)
+    txt += apply_mod(preds["txt_mlp"], txt_mod2.gate, None, mod_dims_txt)
+    if txt.dtype == torch.float16:
+        txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
+    return img, txt
+
+
+def flux_single_full(block, x, vec, pe, attn_mask=None, mod_dims=None, transformer_options={}):
+    """SingleStreamBlock.forward; returns (x, {"total": linear2(cat(attn, mlp)) before the gate})."""
+    from comfy.ldm.flux import layers
+    mod, _ = block.modulation(vec)
+    mlp_first = getattr(block, "mlp_hidden_dim_first", block.mlp_hidden_dim)
+    qkv, mlp = torch.split(block.linear1(layers.apply_mod(block.pre_norm(x), (1 + mod.scale), mod.shift, mod_dims)),
+                           [3 * block.hidden_size, mlp_first], dim=-1)
+    q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = block.norm(q, k, v)
+    attn = layers.attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
+    total = block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2))
+    x += layers.apply_mod(_gateable(total, mod_dims), mod.gate, None, mod_dims)
+    if x.dtype == torch.float16:
+        x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x, {"total": total}
+
+
+def flux_single_forecast(block, x, vec, preds, mod_dims=None):
+    from comfy.ldm.flux.layers import apply_mod
+    mod, _ = block.modulation(vec)
+    x += apply_mod(preds["total"], mod.gate, None, mod_dims)
+    if x.dtype == torch.float16:
+        x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x
+
+
+class FluxCacheSlots(CacheSlots):
+    """Slots of comfy.ldm.flux.layers blocks (FLUX.1, Kontext; HunyuanVideo reuses them).
+
+    Block-replacement args: FLUX passes "attn_mask"; HunyuanVideo "attention_mask" and the
+    per-token modulation dims ("modulation_dims_img"/"_txt" for double, "modulation_dims" for
+    single blocks). Kontext reference tokens sit in the img stream, so they are cached with it."""
+
+    def module_slots(self, ref):
+        from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
+        b = ref.module
+        if (ref.kind == "double" and type(b) is DoubleStreamBlock and b.modulation
+                and forward_params(b) == FLUX_DOUBLE_FORWARD):
+            return FLUX_DOUBLE_SLOTS
+        if (ref.kind == "single" and type(b) is SingleStreamBlock and b.modulation is not None
+                and forward_params(b) == FLUX_SINGLE_FORWARD):
+            return FLUX_SINGLE_SLOTS
+        return None
+
+    @staticmethod
+    def _mask(args):
+        return args["attn_mask"] if "attn_mask" in args else args.get("attention_mask")
+
+    def run_full(self, ref, args, facts):
+        opts = args.get("transformer_options") or {}
+        if ref.kind == "double":
+            img, txt, feats = flux_double_full(ref.module, args["img"], args["txt"], args["vec"], args["pe"],
+                                               self._mask(args), args.get("modulation_dims_img"),
+                                               args.get("modulation_dims_txt"), transformer_options=opts)
+            return {"img": img, "txt": txt}, feats
+        x, feats = flux_single_full(ref.module, args["img"], args["vec"], args["pe"], self._mask(args),
+                                    args.get("modulation_dims"), transformer_options=opts)
+        return {"img": x}, feats
+
+    def run_forecast(self, ref, args, preds, facts):
+        if ref.kind == "double":
+            img, txt = flux_double_forecast(ref.module, args["img"], args["txt"], args["vec"], preds,
+                                            args.get("modulation_dims_img"), args.get("modulation_dims_txt"))
+            return {"img": img, "txt": txt}
+        return {"img": flux_single_forecast(ref.module, args["img"], args["vec"], preds, args.get("modulation_dims"))}
+
+
+FluxAdapter.cache_slots = FluxCacheSlots

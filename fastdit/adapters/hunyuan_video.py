@@ -31,3 +31,13 @@ class HunyuanVideoAdapter(ModelAdapter):
 
     def positions(self, frames, rows, cols, grid):
         return stack_ids(frames, rows, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
+# HunyuanVideo's blocks are comfy.ldm.flux.layers blocks (flipped_img_txt=True): 20x4 + 40x1 slots
+# on the full model. The single-stream slot covers the joint [image, text] sequence.
+# ---------------------------------------------------------------------------------------------
+from .flux import FluxCacheSlots  # noqa: E402
+
+HunyuanVideoAdapter.cache_slots = FluxCacheSlots

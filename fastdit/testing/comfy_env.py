@@ -26,8 +26,9 @@ def comfyui_root():
     return root
 
 
-def boot(base_directory=None, load_pack=True):
-    """Import ComfyUI on CPU and (once) load this pack through ComfyUI's own custom-node loader.
+def boot(base_directory=None, load_pack=True, cpu=True):
+    """Import ComfyUI (on CPU unless cpu=False) and (once) load this pack through ComfyUI's own
+    custom-node loader.
 
     Returns the dict of node classes registered by the pack (node id -> class)."""
     global _booted
@@ -39,7 +40,7 @@ def boot(base_directory=None, load_pack=True):
     if "comfy.model_management" in sys.modules:
         raise RuntimeError("comfy.model_management was imported before fastdit.testing.comfy_env.boot()")
     from comfy.cli_args import args
-    args.cpu = True
+    args.cpu = cpu
     args.use_pytorch_cross_attention = True
     args.disable_api_nodes = True
     if base_directory:

@@ -1,0 +1,203 @@
+"""GPU bench: wall time and peak memory on the full-size FLUX.1-dev architecture (random bf16 weights:
+speed does not depend on them), plus the achieved bandwidth of the fused forecast kernel.
+
+One script, one process, baseline and techniques measured back to back on the same card:
+
+    python -m bench.gpu_bench --out "$OUT"          # GPU: FLUX.1-dev dims, 1024x1024, 50 steps (< 8 min)
+    python -m bench.gpu_bench --tiny --out /tmp/b   # CPU check of the script itself (seconds)
+
+Rows are a list of `Case`s (name, how to patch the model, how to sample): add a technique by
+appending a case. Results go to OUT/gpu_bench.json and are printed as a table.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLUX_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38,
+                axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True)
+TINY = dict(FLUX_DEV, vec_in_dim=32, context_in_dim=64, hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=2,
+            depth_single_blocks=2, axes_dim=[8, 12, 12])
+
+
+@dataclasses.dataclass
+class Setting:
+    steps: int
+    latent: int        # latent height = width (image / 8 for FLUX.1's VAE)
+    text_tokens: int
+    dtype: str
+
+
+GPU_SETTING = Setting(steps=50, latent=128, text_tokens=512, dtype="bfloat16")
+TINY_SETTING = Setting(steps=10, latent=16, text_tokens=8, dtype="float32")
+
+
+def default_sample(model, noise, positive, negative, latent, steps, seed):
+    import comfy.sample
+    return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", positive, negative, latent,
+                               disable_pbar=True, seed=seed)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    prepare: object = None          # model -> patched clone (None: the model itself)
+    sample: object = default_sample
+
+
+def hicache_case(name, **options):
+    def prepare(model):
+        from fastdit.caching import apply_hicache
+        return apply_hicache(model, **options)
+    return Case(name, prepare)
+
+
+CASES = [
+    Case("baseline"),
+    hicache_case("hicache N=7 (module)", interval=7),
+    hicache_case("hicache N=7 (block)", interval=7, granularity="block"),
+]
+
+
+def build_flux(config, dtype, device):
+    """A FLUX model of the given dims built directly on `device`, weights N(0, 0.02)."""
+    import torch
+
+    import comfy.ldm.flux.model as flux_model
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models as sm
+    cfg = dict(config)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(flux_model.FluxParams)}:
+        cfg["txt_ids_dims"] = []
+    mc = sm.Flux(cfg)
+    mc.set_inference_dtype(dtype, None)
+    base = mc.get_model({}, device=device)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in base.diffusion_model.parameters():
+            p.normal_(0.0, 0.02)
+    base.diffusion_model.to(dtype)
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def conditioning(config, setting, seed):
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    ctx = torch.randn(1, setting.text_tokens, config["context_in_dim"], generator=gen)
+    return [[ctx, {"pooled_output": torch.randn(1, config["vec_in_dim"], generator=gen), "guidance": 3.5}]]
+
+
+def _sync(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_cases(cases, config, setting, device, repeats):
+    import torch
+
+    import comfy.sample
+    dtype = getattr(torch, setting.dtype)
+    model = build_flux(config, dtype, device)
+    latent = torch.zeros(1, 16, setting.latent, setting.latent)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    pos, neg = conditioning(config, setting, 0), conditioning(config, setting, 1)
+    rows, reference = [], None
+    for case in cases:
+        patched = model if case.prepare is None else case.prepare(model)
+        # warm-up (load, allocator, Triton compile): 5 steps reach HiCache's first forecasts
+        case.sample(patched, noise, pos, neg, latent, 5, 0)
+        walls = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            out = case.sample(patched, noise, pos, neg, latent, setting.steps, 0)
+            _sync(device)
+            walls.append(time.perf_counter() - t0)
+        row = {"case": case.name, "wall_s": min(walls), "walls_s": walls,
+               "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None,
+               "finite": bool(torch.isfinite(out).all())}
+        if reference is None:
+            reference = {"wall": row["wall_s"], "out": out}
+        row["speedup"] = reference["wall"] / row["wall_s"]
+        row["rel_err_vs_baseline"] = float(((out - reference["out"]).pow(2).mean() / reference["out"].pow(2).mean()).sqrt())
+        rows.append(row)
+        print(f"{case.name:28s} {row['wall_s']:8.2f} s  x{row['speedup']:5.2f}  peak "
+              f"{row['peak_mem_gib'] if row['peak_mem_gib'] is not None else float('nan'):6.1f} GiB", flush=True)
+    del model
+    return rows
+
+
+def kernel_bandwidth(device, numel, n_terms=3, repeats=20):
+    """GB/s of the forecast (n_terms reads + 1 write) vs a plain copy (1 read + 1 write) on one card."""
+    import torch
+
+    from fastdit.kernels import backend
+    from fastdit.kernels.forecast import forecast, forecast_reference
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    terms = [torch.randn(numel, device=device, dtype=dtype) for _ in range(n_terms)]
+    out = torch.empty_like(terms[0])
+    coeffs = [0.5, -0.25, 0.125][:n_terms - 1]
+    size = terms[0].element_size() * numel
+
+    def timed(fn):
+        fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - t0) / repeats
+
+    copy_s = timed(lambda: out.copy_(terms[0]))
+    fused_s = timed(lambda: forecast(terms, coeffs, out=out))
+    ref_s = timed(lambda: forecast_reference(terms, coeffs, out=out))
+    res = {"backend": backend(terms[0]), "dtype": str(dtype), "numel": numel, "n_terms": n_terms,
+           "copy_GBps": 2 * size / copy_s / 1e9, "forecast_GBps": (n_terms + 1) * size / fused_s / 1e9,
+           "torch_reference_GBps": (n_terms + 1) * size / ref_s / 1e9}
+    res["forecast_vs_copy"] = res["forecast_GBps"] / res["copy_GBps"]
+    print(f"forecast kernel ({res['backend']}, {n_terms} terms, {dtype}): {res['forecast_GBps']:.0f} GB/s, "
+          f"copy {res['copy_GBps']:.0f} GB/s ({res['forecast_vs_copy']:.0%}), "
+          f"torch reference {res['torch_reference_GBps']:.0f} GB/s", flush=True)
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, not the speed")
+    ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "out", "gpu_bench")))
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per case (the fastest is reported)")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    from fastdit.testing import comfy_env
+    comfy_env.boot(load_pack=False, cpu=args.tiny)
+    import torch
+
+    import comfy.model_management as mm
+    device = mm.get_torch_device()
+    if not args.tiny and device.type != "cuda":
+        raise SystemExit("no CUDA device: run with --tiny to check the script on CPU")
+    config, setting = (TINY, TINY_SETTING) if args.tiny else (FLUX_DEV, GPU_SETTING)
+    t0 = time.time()
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "setting": dataclasses.asdict(setting), "model": config}
+    result["cases"] = run_cases(CASES, config, setting, device, args.repeats)
+    result["kernel"] = kernel_bandwidth(device, numel=2 ** 16 if args.tiny else 4608 * 3072 * 8)
+    result["total_s"] = time.time() - t0
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {os.path.join(args.out, 'gpu_bench.json')} ({result['total_s']:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

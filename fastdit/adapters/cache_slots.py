@@ -1,0 +1,50 @@
+"""What a model family tells feature caches (HiCache, SVD-Cache) about its blocks.
+
+Each family file ends with a "feature-cache slots" section that subclasses `CacheSlots` and sets
+`<Family>Adapter.cache_slots` to it. Two granularities:
+
+* block: a block's output stream(s) minus its input, per stream (`streams`); works for any block
+  through `original_block`, no model math needed;
+* module: the paper's per-module slots (ALGORITHMS §0.3), e.g. FLUX double block = img_attn,
+  img_mlp, txt_attn, txt_mlp before their gates. A full compute runs the block with its module
+  outputs exposed (`run_full`); a forecast recomputes only the modulation from `vec` and adds
+  gate * forecast (`run_forecast`): no attention, no MLP. Families re-express the block math
+  from the block's public submodules; tests pin it to the real forward.
+
+A family only claims module slots for the exact block class, with the exact `forward` parameters,
+it re-expresses: a ComfyUI release that changes a block's interface gets block granularity (and a
+warning) instead of silently different math.
+"""
+import inspect
+
+
+def forward_params(block):
+    """Names of the parameters of the block's forward (without self)."""
+    return tuple(inspect.signature(type(block).forward).parameters)[1:]
+
+
+class CacheSlots:
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def streams(self, ref):
+        """Keys of the block replacement's output dict (its residual streams)."""
+        return ("img", "txt") if ref.kind == "double" else ("img",)
+
+    def module_slots(self, ref):
+        """Names of the module slots of this block, or None when its class is not one the family
+        re-expresses (callers then fall back to block granularity)."""
+        return None
+
+    def call_facts(self, args, kwargs):
+        """Per-call facts a block needs that the block-replacement args lack (from the
+        DIFFUSION_MODEL wrapper's arguments)."""
+        return {}
+
+    def run_full(self, ref, args, facts):
+        """Run the block; return (output dict, {slot: pre-gate module output})."""
+        raise NotImplementedError
+
+    def run_forecast(self, ref, args, preds, facts):
+        """Apply forecast module outputs `preds` ({slot: tensor}) with freshly computed gates."""
+        raise NotImplementedError

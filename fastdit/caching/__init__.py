@@ -1,0 +1,22 @@
+"""Feature caching: per-module (or per-block) features cached at full steps and forecast between
+them (HiCache and the TaylorSeer-family baselines; the machinery is shared with SVD-Cache).
+
+    schedule     full vs forecast per solver step, from the sigma schedule (ALGORITHMS §0.4)
+    forecasters  update and forecast rules as pure functions (§1.2)
+    store        per-run slot store keyed by cond uuid, block and resolution
+    run          the state of one sampling run and its one-line report
+    comfy_hooks  keyed ComfyUI wrappers and dit block replacements that drive the above
+"""
+from .config import TaylorCacheConfig
+from .forecasters import MODES
+
+HICACHE_KEY = "fastdit_hicache"
+
+
+def apply_hicache(model, config=None, **options):
+    """A patched clone of `model` (ModelPatcher) running HiCache (or a baseline via `mode`)."""
+    from .comfy_hooks import install
+    return install(model, config or TaylorCacheConfig(**options), HICACHE_KEY)
+
+
+__all__ = ["HICACHE_KEY", "MODES", "TaylorCacheConfig", "apply_hicache"]

@@ -1,0 +1,65 @@
+"""Immutable settings of a feature cache, validated with messages that name what is allowed."""
+from dataclasses import dataclass
+
+from . import forecasters
+
+GRANULARITIES = ("module", "block")
+CACHE_DEVICES = ("compute", "cpu")
+
+
+@dataclass(frozen=True)
+class TaylorCacheConfig:
+    """HiCache and its baselines (ALGORITHMS §1.4 defaults: FLUX.1-dev headline N=7, O=2, σ=0.5).
+
+    interval: N, a full compute every N steps after warm-up (1 = never forecast)
+    order: O, highest finite difference kept (ignored by "reuse", which keeps D0 only)
+    sigma: Hermite contraction σ (hicache, hi-taylor)
+    warmup_steps: first_enhance, full steps at the start
+    start_percent / end_percent: the part of the schedule where forecasting may act
+    granularity: "module" (the paper's per-module slots) or "block" (block output deltas)
+    cache_device: "compute" (the model's device) or "cpu" (offload the cached features)"""
+    interval: int = 7
+    order: int = 2
+    sigma: float = 0.5
+    warmup_steps: int = 3
+    mode: str = "hicache"
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    granularity: str = "module"
+    cache_device: str = "compute"
+    technique: str = "HiCache"
+
+    def __post_init__(self):
+        if self.mode not in forecasters.MODES:
+            raise ValueError(f"mode must be one of {', '.join(forecasters.MODES)}, not {self.mode!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {self.granularity!r}")
+        if self.cache_device not in CACHE_DEVICES:
+            raise ValueError(f"cache_device must be one of {', '.join(CACHE_DEVICES)}, not {self.cache_device!r}")
+        if int(self.interval) < 1:
+            raise ValueError(f"interval must be >= 1 (1 = compute every step), got {self.interval}")
+        if not 0 <= int(self.order) <= 3:
+            raise ValueError(f"order must be 0 to 3, got {self.order}")
+        if not 0.0 < float(self.sigma) <= 2.0:
+            raise ValueError(f"sigma (Hermite contraction) must be in (0, 2], got {self.sigma}")
+        if int(self.warmup_steps) < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.start_percent <= self.end_percent <= 1.0:
+            raise ValueError("need 0 <= start_percent <= end_percent <= 1, got "
+                             f"start_percent={self.start_percent}, end_percent={self.end_percent}")
+
+    @property
+    def max_order(self):
+        return 0 if self.mode == "reuse" else int(self.order)
+
+    def describe(self):
+        extra = f", σ={self.sigma:g}" if self.mode in ("hicache", "hi-taylor") else ""
+        return f"{self.mode}, N={self.interval}, O={self.max_order}{extra}, {self.granularity}"
+
+    # the forecaster interface used by the block replacements (other techniques bring their own)
+    def update(self, state, feature, position, cache_device=None, owned=False):
+        return forecasters.update(state, feature, position, self.max_order, self.warmup_steps, cache_device, owned)
+
+    def predict(self, state, position, out):
+        from ..kernels.forecast import forecast
+        return forecasters.predict(state, self.mode, self.max_order, float(self.sigma), position, forecast, out=out)

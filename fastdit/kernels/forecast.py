@@ -1,0 +1,90 @@
+"""Fused feature forecast: out = D0 + sum_i c_i * D_i (ALGORITHMS §1.2).
+
+One read of each term and one write of the result, accumulated in fp32 whatever the feature
+dtype (coefficients are Python floats). The torch reference does the same arithmetic term by
+term; `forecast()` dispatches with `kernels.backend`.
+"""
+import torch
+
+from . import backend
+
+MAX_TERMS = 4  # D0 + up to three differences (order <= 3)
+
+
+def _check(terms, coeffs, out):
+    if not 1 <= len(terms) <= MAX_TERMS:
+        raise ValueError(f"forecast takes 1 to {MAX_TERMS} terms, got {len(terms)}")
+    if len(coeffs) != len(terms) - 1:
+        raise ValueError(f"{len(terms)} terms need {len(terms) - 1} coefficients, got {len(coeffs)}")
+    ref = terms[0]
+    for t in terms[1:]:
+        if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device:
+            raise ValueError("forecast terms must share shape, dtype and device")
+    if out is not None and (out.shape != ref.shape or out.device != ref.device):
+        raise ValueError(f"out has shape {tuple(out.shape)} on {out.device}, terms {tuple(ref.shape)} on {ref.device}")
+
+
+def forecast_reference(terms, coeffs, out=None):
+    """Torch reference (and the CPU / no-Triton path)."""
+    _check(terms, coeffs, out)
+    if not coeffs:
+        return terms[0].clone() if out is None else out.copy_(terms[0])
+    acc = terms[0].to(torch.float32, copy=True)
+    for c, t in zip(coeffs, terms[1:]):
+        acc.add_(t.to(torch.float32), alpha=float(c))
+    if out is None:
+        return acc.to(terms[0].dtype)
+    return out.copy_(acc)
+
+
+_kernel = None
+
+
+def _triton_kernel():
+    global _kernel
+    if _kernel is not None:
+        return _kernel
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def forecast_kernel(out_ptr, d0_ptr, d1_ptr, d2_ptr, d3_ptr, c1, c2, c3, n_elements,
+                        N_TERMS: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n_elements
+        # upcast inside the kernel: fp32 accumulation (and the interpreter's bf16 math is wrong)
+        acc = tl.load(d0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if N_TERMS > 1:
+            acc += c1 * tl.load(d1_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if N_TERMS > 2:
+            acc += c2 * tl.load(d2_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if N_TERMS > 3:
+            acc += c3 * tl.load(d3_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    _kernel = forecast_kernel
+    return _kernel
+
+
+def forecast_triton(terms, coeffs, out=None, block=4096):
+    """Triton launch: flat 1-D grid over the (contiguous) terms."""
+    _check(terms, coeffs, out)
+    terms = [t.contiguous() for t in terms]
+    target = out if out is not None and out.is_contiguous() else torch.empty_like(terms[0])
+    n = target.numel()
+    ptrs = terms + [terms[0]] * (MAX_TERMS - len(terms))
+    cs = [float(c) for c in coeffs] + [0.0] * (MAX_TERMS - 1 - len(coeffs))
+    grid = ((n + block - 1) // block,)
+    _triton_kernel()[grid](target, *ptrs, *cs, n, N_TERMS=len(terms), BLOCK=block)
+    if out is not None and target is not out:
+        out.copy_(target)
+        return out
+    return target
+
+
+def forecast(terms, coeffs, out=None):
+    """D0 + sum c_i D_i with the backend chosen for these tensors (Triton on CUDA, else torch)."""
+    if backend(terms[0]) == "triton":
+        return forecast_triton(terms, coeffs, out)
+    return forecast_reference(terms, coeffs, out)

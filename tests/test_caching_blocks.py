@@ -1,0 +1,132 @@
+"""The module-granularity block math in the adapters equals the real ComfyUI block forwards.
+
+The adapters re-express each block from its public submodules to expose the per-module outputs
+(ALGORITHMS §0.3). These tests pin that to the real `forward` on random inputs, exactly (fp32),
+so a ComfyUI update that changes a block fails here instead of silently changing images. They
+also check that a forecast fed with the true module outputs reproduces the block exactly.
+"""
+import pytest
+import torch
+
+from fastdit import adapters
+from fastdit.testing import tiny_models as tm
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _pe(dm, n_tokens, batch=2):
+    ids = torch.zeros(batch, n_tokens, 3)
+    ids[..., 1] = torch.arange(n_tokens) // 4
+    ids[..., 2] = torch.arange(n_tokens) % 4
+    return dm.pe_embedder(ids)
+
+
+def _check(slots, ref, args, real_out):
+    """run_full == real block; run_forecast with the true module outputs == real block."""
+    clone = lambda a: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in a.items()}  # noqa: E731
+    out, feats = slots.run_full(ref, clone(args), {})
+    assert set(feats) == set(slots.module_slots(ref))
+    for k, v in real_out.items():
+        assert torch.equal(out[k], v), f"{ref.patch_key} {k}: re-expressed block differs from the real forward"
+    again = slots.run_forecast(ref, clone(args), {k: v.clone() for k, v in feats.items()}, {})
+    for k, v in real_out.items():
+        assert torch.allclose(again[k], v, atol=1e-6, rtol=1e-6), f"{ref.patch_key} {k}: forecast path"
+    return feats
+
+
+def _flux_like(family, mod_dims=False):
+    model = tm.make_model(family)
+    dm = model.model.diffusion_model
+    ad = adapters.for_model(model)
+    slots = ad.cache_slots(ad)
+    n_img, n_txt, d = 12, 5, dm.hidden_size
+    b = 1 if mod_dims else 2  # comfy's per-token apply_mod broadcasts [B, D] gates: batch 1 (as HunyuanVideo i2v runs)
+    vec = _rand(b, 2, d, seed=1) if mod_dims else _rand(b, d, seed=1)
+    img_dims = [(0, 4, 0), (4, None, 1)] if mod_dims else None
+    txt_dims = [(0, None, 1)] if mod_dims else None
+    pe = _pe(dm, n_img + n_txt, b)
+    for ref in ad.blocks():
+        if ref.kind == "double":
+            img, txt = _rand(b, n_img, d, seed=2), _rand(b, n_txt, d, seed=3)
+            args = {"img": img, "txt": txt, "vec": vec, "pe": pe, "attn_mask": None,
+                    "modulation_dims_img": img_dims, "modulation_dims_txt": txt_dims, "transformer_options": {}}
+            r_img, r_txt = ref.module(img=img.clone(), txt=txt.clone(), vec=vec, pe=pe, modulation_dims_img=img_dims,
+                                      modulation_dims_txt=txt_dims, transformer_options={})
+            feats = _check(slots, ref, args, {"img": r_img, "txt": r_txt})
+            assert feats["img_attn"].shape == img.shape and feats["txt_mlp"].shape == txt.shape
+        else:
+            x = _rand(b, n_img + n_txt, d, seed=4)
+            args = {"img": x, "vec": vec, "pe": pe, "attn_mask": None, "modulation_dims": img_dims,
+                    "transformer_options": {}}
+            real = ref.module(x.clone(), vec=vec, pe=pe, modulation_dims=img_dims, transformer_options={})
+            _check(slots, ref, args, {"img": real})
+
+
+def test_flux_blocks_match_real_forward():
+    _flux_like("flux")
+
+
+@pytest.mark.parametrize("mod_dims", [False, True], ids=["plain", "per_token_modulation"])
+def test_hunyuan_blocks_match_real_forward(mod_dims):
+    _flux_like("hunyuan_video", mod_dims)
+
+
+def test_qwen_blocks_match_real_forward():
+    model = tm.make_model("qwen_image")
+    dm = model.model.diffusion_model
+    ad = adapters.for_model(model)
+    slots = ad.cache_slots(ad)
+    d = dm.inner_dim
+    img, txt, temb = _rand(2, 12, d, seed=2), _rand(2, 5, d, seed=3), _rand(2, d, seed=1)
+    pe = _pe(dm, 17).to(img.dtype).contiguous()
+    for ref in ad.blocks():
+        r_txt, r_img = ref.module(hidden_states=img, encoder_hidden_states=txt, encoder_hidden_states_mask=None,
+                                  temb=temb, image_rotary_emb=pe, transformer_options={})
+        _check(slots, ref, {"img": img, "txt": txt, "vec": temb, "pe": pe, "transformer_options": {}},
+               {"img": r_img, "txt": r_txt})
+
+
+@pytest.mark.parametrize("per_token_e", [False, True])
+def test_wan_blocks_match_real_forward(per_token_e):
+    model = tm.make_model("wan")
+    dm = model.model.diffusion_model
+    ad = adapters.for_model(model)
+    slots = ad.cache_slots(ad)
+    n, d = 12, dm.dim
+    x, ctx = _rand(2, n, d, seed=2), _rand(2, 7, d, seed=3)
+    e = _rand(2, n, 6, d, seed=1) if per_token_e else _rand(2, 6, d, seed=1)
+    freqs = dm.rope_embedder(ad.grid_positions((1, 3, 4))[None]).movedim(1, 2)
+    for ref in ad.blocks():
+        real = ref.module(x.clone(), e=e, freqs=freqs, context=ctx, context_img_len=None, transformer_options={})
+        _check(slots, ref, {"img": x, "txt": ctx, "vec": e, "pe": freqs, "transformer_options": {}}, {"img": real})
+
+
+def test_unknown_block_classes_have_no_module_slots():
+    ad = adapters.for_model(tm.make_model("flux"))
+    slots = ad.cache_slots(ad)
+    fake = adapters.BlockRef("double", 0, torch.nn.Linear(2, 2))
+    assert slots.module_slots(fake) is None
+    assert slots.streams(fake) == ("img", "txt")
+
+
+def test_a_changed_block_interface_gets_no_module_slots():
+    from comfy.ldm.flux.layers import DoubleStreamBlock
+    from fastdit.adapters.cache_slots import forward_params
+    from fastdit.adapters.flux import FLUX_DOUBLE_FORWARD
+
+    class NewerDoubleBlock(DoubleStreamBlock):  # as if a ComfyUI update added a forward argument
+        def forward(self, img, txt, vec, pe, attn_mask=None, modulation_dims_img=None, modulation_dims_txt=None,
+                    transformer_options={}, timestep_zero_index=None):
+            return super().forward(img, txt, vec, pe, attn_mask, modulation_dims_img, modulation_dims_txt,
+                                   transformer_options)
+
+    ad = adapters.for_model(tm.make_model("flux"))
+    real = ad.blocks()[0]
+    slots = ad.cache_slots(ad)
+    newer = NewerDoubleBlock.__new__(NewerDoubleBlock)
+    newer.__dict__.update(real.module.__dict__)
+    assert slots.module_slots(real) is not None and forward_params(real.module) == FLUX_DOUBLE_FORWARD
+    assert forward_params(newer) != FLUX_DOUBLE_FORWARD
+    assert slots.module_slots(adapters.BlockRef("double", 0, newer)) is None
