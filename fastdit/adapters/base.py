@@ -12,6 +12,10 @@ class UnsupportedModelError(ValueError):
     """The model is not of a family this pack knows; the message names the supported ones."""
 
 
+class UnsupportedInputError(ValueError):
+    """An input (conditioning, mask, option) that a technique cannot honour; the message says why."""
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Where each kind of token sits in the joint attention sequence of one model call.
