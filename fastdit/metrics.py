@@ -123,3 +123,197 @@ def pooled_psnr(per_image_psnr):
     """PSNR of the batch's mean squared error (inf only when every image is identical)."""
     mse = (10 ** (-per_image_psnr.double() / 10)).mean()
     return math.inf if float(mse) == 0 else float(-10 * torch.log10(mse))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost accounting: model FLOPs per call, counted from token counts and the architecture.
+#
+# A FlopCounter installs two keyed hooks on a model clone and adds up what actually executes:
+#  - an `optimized_attention_override` (chaining any override already there): every attention
+#    call counts its block's linear layers for the tokens it carries (2 FLOPs per multiply-add),
+#    the block's modulation once per batch element, and the attention products of the kernel call
+#    that really runs (4 * B * H * Lq * Lkv * Dh). A block that is skipped or forecast (no
+#    attention call) therefore costs nothing, and a shorter sequence costs less.
+#  - a DIFFUSION_MODEL wrapper, registered after the technique's own wrappers (so it only runs
+#    when the network really runs): input/output projections per image token, the text
+#    projection per text token and the timestep/vector embedders once per batch element.
+# Exact for FLUX.1 (see tests); for Wan the cross-attention k/v projections are counted per image
+# token rather than per text token, a small over-count.
+# ---------------------------------------------------------------------------------------------
+import dataclasses as _dataclasses
+
+import torch.nn as _nn
+
+COST_WRAPPER_KEY = "fastdit_cost"
+
+# Modules outside the blocks, by family: applied per image token / per text token; every other
+# linear layer outside the blocks runs once per batch element (timestep, guidance, pooled vector).
+_EMBEDDER_ROLES = {
+    "flux": {"image": ("img_in", "final_layer.linear"), "text": ("txt_in",)},
+    "qwen_image": {"image": ("img_in", "proj_out"), "text": ("txt_in",)},
+    "hunyuan_video": {"image": ("img_in", "final_layer.linear"), "text": ("txt_in",)},
+    "wan": {"image": ("patch_embedding", "head.head"), "text": ("text_embedding",)},
+}
+
+
+def attention_flops(batch, heads, q_tokens, kv_tokens, head_dim):
+    """FLOPs of softmax(QK^T)V: two products of 2 * Lq * Lkv * Dh FLOPs per batch and head."""
+    return 4 * batch * heads * q_tokens * kv_tokens * head_dim
+
+
+def _weighted_layers(module):
+    """(name, multiply-adds per application) of every Linear / convolution inside `module`.
+
+    A patch-embedding convolution (kernel == stride) does weight.numel() multiply-adds per output
+    token, like a Linear."""
+    for name, m in module.named_modules():
+        if isinstance(m, (_nn.Linear, _nn.Conv1d, _nn.Conv2d, _nn.Conv3d)):
+            yield name, m.weight.numel()
+
+
+def _is_modulation(name):
+    return any("mod" in part for part in name.split("."))  # img_mod, txt_mod, modulation, adaLN_modulation
+
+
+@_dataclasses.dataclass(frozen=True)
+class BlockCost:
+    """Multiply-adds of one transformer block: per token of the joint sequence, and per batch
+    element for the modulation computed from the conditioning vector."""
+    token_macs: int
+    call_macs: int
+
+    @classmethod
+    def of(cls, module):
+        layers = list(_weighted_layers(module))
+        # Two-stream (MMDiT) blocks hold one set of weights per stream; each token uses one set.
+        streams = 2 if any(n.split(".")[0].startswith("txt") for n, _ in layers) else 1
+        token = sum(macs for n, macs in layers if not _is_modulation(n))
+        call = sum(macs for n, macs in layers if _is_modulation(n))
+        return cls(token_macs=token // streams, call_macs=call)
+
+
+@_dataclasses.dataclass(frozen=True)
+class EmbedderCost:
+    """Multiply-adds outside the blocks: per image token, per text token, per batch element."""
+    image_macs: int
+    text_macs: int
+    call_macs: int
+
+    @classmethod
+    def of(cls, diffusion_model, family, block_modules):
+        roles = _EMBEDDER_ROLES.get(family, {"image": (), "text": ()})
+        inside = {id(m) for b in block_modules for m in b.modules()}
+        image = text = call = 0
+        modules = dict(diffusion_model.named_modules())
+        for name, m in modules.items():
+            if id(m) in inside or not isinstance(m, (_nn.Linear, _nn.Conv1d, _nn.Conv2d, _nn.Conv3d)):
+                continue
+            macs = m.weight.numel()
+            if any(name == r or name.startswith(r + ".") for r in roles["image"]):
+                image += macs
+            elif any(name == r or name.startswith(r + ".") for r in roles["text"]):
+                text += macs
+            else:
+                call += macs
+        return cls(image_macs=image, text_macs=text, call_macs=call)
+
+
+def _attention_shape(args, kwargs):
+    """(batch, heads, q_tokens, kv_tokens, head_dim) of an optimized_attention call."""
+    q = args[0] if args else kwargs["q"]
+    k = args[1] if len(args) > 1 else kwargs["k"]
+    heads = args[3] if len(args) > 3 else kwargs.get("heads")
+    if kwargs.get("skip_reshape", False):  # [B, H, L, Dh]
+        return q.shape[0], q.shape[1], q.shape[2], k.shape[2], q.shape[3]
+    return q.shape[0], heads, q.shape[1], k.shape[1], q.shape[2] // heads  # [B, L, H*Dh]
+
+
+class FlopCounter:
+    """Counts the model FLOPs a sampling run executes. Usage::
+
+        counter = FlopCounter(model)
+        counted = counter.install(model)     # a clone; sample with it
+        ...; counter.flops, counter.model_calls
+        counter.reset()
+    """
+
+    def __init__(self, model):
+        from .adapters import diffusion_model_of, for_model
+        adapter = for_model(model, technique="The FLOP counter")
+        self.adapter = adapter
+        self.blocks = {(b.kind, b.index): BlockCost.of(b.module) for b in adapter.blocks()}
+        costs = list(self.blocks.values())
+        self.mean_block = BlockCost(sum(c.token_macs for c in costs) // len(costs),
+                                    sum(c.call_macs for c in costs) // len(costs))
+        self.embedders = EmbedderCost.of(diffusion_model_of(model), adapter.family,
+                                         [b.module for b in adapter.blocks()])
+        self.reset()
+
+    def reset(self):
+        self.parts = {"attention": 0, "blocks": 0, "embedders": 0}
+        self.model_calls = 0
+        self._image_tokens = None
+
+    @property
+    def flops(self):
+        return sum(self.parts.values())
+
+    # -- what one model call costs ------------------------------------------------------------
+    def count_model_call(self, batch, image_tokens, text_tokens):
+        e = self.embedders
+        self.parts["embedders"] += 2 * batch * (image_tokens * e.image_macs + text_tokens * e.text_macs + e.call_macs)
+        self.model_calls += 1
+        self._image_tokens = image_tokens
+
+    def count_block(self, batch, tokens, transformer_options, self_attention):
+        opts = transformer_options or {}
+        key = (opts.get("block_type"), opts.get("block_index"))
+        cost = self.blocks.get(key)
+        if cost is None:
+            # Models that do not report the block (Wan in 0.3.75): each self-attention over the
+            # image tokens starts the next block; other calls (cross-attention, text refiners) only
+            # count their attention products.
+            if not (self_attention and tokens == self._image_tokens):
+                return
+            cost = self.mean_block
+        self.parts["blocks"] += 2 * batch * (tokens * cost.token_macs + cost.call_macs)
+
+    def count_attention(self, batch, heads, q_tokens, kv_tokens, head_dim):
+        self.parts["attention"] += attention_flops(batch, heads, q_tokens, kv_tokens, head_dim)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def install(self, model):
+        """A clone of `model` (a ModelPatcher, possibly already patched by a technique) whose
+        executed model FLOPs are added to this counter."""
+        import comfy.patcher_extension as pe
+        m = model.clone()
+        opts = m.model_options.setdefault("transformer_options", {})
+        previous = opts.get("optimized_attention_override")
+        counter = self
+        ref_arg = {"flux": 5, "qwen_image": 5}.get(self.adapter.family)
+        adapter = self.adapter
+
+        def count_attention_override(func, *args, **kwargs):
+            b, h, lq, lk, dh = _attention_shape(args, kwargs)
+            counter.count_block(b, lq, kwargs.get("transformer_options"), self_attention=lq == lk)
+
+            def counted(*a, **k):
+                counter.count_attention(*_attention_shape(a, k))
+                return func(*a, **k)
+            if previous is not None:
+                return previous(counted, *args, **kwargs)
+            return counted(*args, **kwargs)
+
+        def count_model_call(executor, *args, **kwargs):
+            x, context = args[0], args[2] if len(args) > 2 else kwargs.get("context")
+            refs = kwargs.get("ref_latents")
+            if refs is None and ref_arg is not None and len(args) > ref_arg:
+                refs = args[ref_arg]
+            image = adapter.token_grid_size(x.shape) + sum(adapter.token_grid_size(r.shape) for r in (refs or []))
+            counter.count_model_call(x.shape[0], image, context.shape[1] if context is not None else 0)
+            return executor(*args, **kwargs)
+
+        opts["optimized_attention_override"] = count_attention_override
+        m.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, COST_WRAPPER_KEY)
+        m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, COST_WRAPPER_KEY, count_model_call)
+        return m

@@ -1,0 +1,86 @@
+"""The bench harness: configuration registry, one-process runs, table, JSON and grid."""
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from bench import configs as registry
+from bench import fidelity
+from bench.configs import Config, register
+
+
+def test_spec_parsing_types_values():
+    name, opts = registry.parse_spec("hicache:interval=7,order=2.5,flag=true,mode=fast")
+    assert name == "hicache" and opts == {"interval": 7, "order": 2.5, "flag": True, "mode": "fast"}
+    assert registry.parse_spec("baseline") == ("baseline", {})
+    with pytest.raises(ValueError, match="expected key=value"):
+        registry.parse_spec("easycache:0.3")
+
+
+def test_unknown_config_and_option_are_named():
+    with pytest.raises(ValueError, match="unknown bench configuration 'nope'.*baseline.*easycache"):
+        registry.build("nope")
+    with pytest.raises(ValueError, match="easycache:speed=3"):
+        registry.build("easycache:speed=3")
+    assert registry.build("easycache:reuse_threshold=0.5").name == "easycache:reuse_threshold=0.5"
+    assert {"baseline", "easycache"} <= set(registry.available())
+
+
+class HalfSteps(Config):
+    """A sampler-type configuration: half the steps of the baseline."""
+
+    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed):
+        return super().sample(model, noise, positive, negative, latent, steps // 2, cfg, seed)
+
+
+@register("test_half_steps")
+def _half_steps():
+    return HalfSteps("half steps")
+
+
+@register("test_skip_block")
+def _skip_block(index=0):
+    def prepare(model):
+        m = model.clone()
+        m.set_model_patch_replace(lambda args, extra: args, "dit", "single_block", index)
+        return m
+    return Config("test_skip_block", prepare=prepare)
+
+
+def test_run_measures_every_configuration_against_the_baseline(tmp_path):
+    logs = []
+    res = fidelity.run("tiny-flux", ["test_half_steps", "easycache:reuse_threshold=1.5,start_percent=0.0",
+                                     "test_skip_block:index=1"],
+                       steps=8, size=(16, 16), n_prompts=1, seeds=[0, 1], out=str(tmp_path), log=logs.append)
+    rows = {r["config"]: r for r in res["rows"]}
+    assert list(rows) == ["baseline", "half steps", "easycache:reuse_threshold=1.5,start_percent=0.0",
+                          "test_skip_block:index=1"]
+    base = rows["baseline"]
+    assert base["psnr"] == "inf" and base["ssim"] == pytest.approx(1.0) and base["cost_ratio"] == 1.0
+    assert rows["half steps"]["cost_ratio"] == pytest.approx(0.5)
+    assert rows["half steps"]["psnr"] != "inf" and rows["half steps"]["ssim"] < 1
+    assert rows["easycache:reuse_threshold=1.5,start_percent=0.0"]["cost_ratio"] < 1  # ComfyUI's EasyCache skipped steps
+    assert 0.7 < rows["test_skip_block:index=1"]["cost_ratio"] < 1  # 1 of 4 blocks, embedders still run
+    assert res["image_tokens"] == 64 and len(res["jobs"]) == 2
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"][1]["flops_per_image"] == rows["half steps"]["flops_per_image"]
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size[0] >= 4 * 96 and grid.size[1] >= 2 * 96  # 4 configurations x 2 jobs
+    assert "PSNR dB" in logs[-1] and "half steps" in logs[-1]
+
+
+def test_cli_lists_and_runs(tmp_path, capsys):
+    assert fidelity.main(["--list"]) == 0
+    assert "easycache" in capsys.readouterr().out
+    out = str(tmp_path / "cli")
+    assert fidelity.main(["--model", "tiny-flux_kontext", "--configs", "easycache", "--steps", "3", "--size", "8",
+                          "--prompts", "1", "--out", out]) == 0
+    text = capsys.readouterr().out
+    assert "tiny-flux_kontext: 8x8 latent (16 image tokens)" in text and "easycache" in text
+    assert os.path.exists(os.path.join(out, "grid.png"))
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="tiny-flux, tiny-flux_kontext"):
+        fidelity.run("tiny-sdxl", ["baseline"], steps=1, size=(8, 8), n_prompts=1)
