@@ -2,9 +2,10 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare import FastDiTCompare
+from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .testing import FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel]
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTFrescoKSampler, FastDiTFrescoSampler]
 
 
 class FastDiTExtension(ComfyExtension):
