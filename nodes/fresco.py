@@ -53,16 +53,18 @@ def _options(preset, stage_split, coarse_factor, first_upsample, upsample_per_st
     return preset_options(preset, **knobs)
 
 
-def _validate(stage_split):
-    if isinstance(stage_split, str):   # explicit arguments only: ComfyUI still checks every other input
-        try:
-            parse_split(stage_split)
-        except ValueError as e:
-            return str(e)
-    return True
+class _FrescoOptionsNode(io.ComfyNode):
+    @classmethod
+    def validate_inputs(cls, stage_split):   # named arguments only: ComfyUI still checks every other input
+        if isinstance(stage_split, str):
+            try:
+                parse_split(stage_split)
+            except ValueError as e:
+                return str(e)
+        return True
 
 
-class FastDiTFrescoKSampler(io.ComfyNode):
+class FastDiTFrescoKSampler(_FrescoOptionsNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -90,16 +92,12 @@ class FastDiTFrescoKSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, stage_split):
-        return _validate(stage_split)
-
-    @classmethod
     def execute(cls, model, seed, steps, cfg, scheduler, positive, negative, latent_image, **knobs) -> io.NodeOutput:
         return io.NodeOutput(fresco_ksample(model, seed, steps, cfg, scheduler, positive, negative, latent_image,
                                             _options(**knobs)))
 
 
-class FastDiTFrescoSampler(io.ComfyNode):
+class FastDiTFrescoSampler(_FrescoOptionsNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -111,10 +109,6 @@ class FastDiTFrescoSampler(io.ComfyNode):
             inputs=_option_inputs(),
             outputs=[io.Sampler.Output()],
         )
-
-    @classmethod
-    def validate_inputs(cls, stage_split):
-        return _validate(stage_split)
 
     @classmethod
     def execute(cls, **knobs) -> io.NodeOutput:

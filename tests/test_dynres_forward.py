@@ -121,3 +121,19 @@ def test_inputs_a_mixed_set_cannot_carry_are_refused():
     call = call_arguments(hy_dm, (hx, ht, hc), dict(hk, guiding_frame_index=torch.zeros(1)))
     with pytest.raises(adapters.UnsupportedInputError, match="guiding frame"):
         mixed_forward(hy_dm, call, MixedLayout(hy_ad, CellGrid.of(hx.shape, 2), CellGrid.of(hx.shape, 2).all_coarse()))
+
+
+@pytest.mark.parametrize("family,method", [("flux_kontext", "offset"), ("flux_kontext", "index"),
+                                           ("flux_kontext", "uxo"), ("qwen_image_edit", "index"),
+                                           ("qwen_image_edit", "offset")])
+def test_reference_placements_match_the_model_for_every_method(family, method):
+    dm, ad = _setup(family)
+    shape = tm.latent_shape(family, 12, 16)
+    x, t, context, kwargs = _inputs(family, shape)
+    kwargs["ref_latents"] = [tm.reference_latent(family, 10, 14, seed=1), tm.reference_latent(family, 16, 8, seed=2)]
+    kwargs["ref_latents_method"] = method
+    grid = CellGrid.of(shape, 2)
+    with torch.no_grad():
+        want = dm(x, t, context, **kwargs)
+        got = _mixed(dm, ad, x, t, context, kwargs, torch.ones((1, *grid.cell_shape), dtype=torch.bool), "fine")
+    assert torch.equal(got, want)

@@ -165,3 +165,27 @@ def test_unsupported_model_and_inputs_are_refused_before_sampling():
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 4).cpu()
         comfy.sample.sample_custom(model, noise, 1.0, _fresco(), sigmas, pos, neg, latent,
                                    noise_mask=torch.ones(1, 1, 16, 16), disable_pbar=True, seed=0)
+
+
+def test_img2img_starts_from_the_partly_noised_latent():
+    """Sigmas starting below 1 (denoise < 1): the first model call sees the coarse RF state of the
+    input latent, (1 - s) * block mean + s * Haar DC of the seed's noise."""
+    from fastdit.dynres.layout import CellGrid, as5d
+    from fastdit.dynres.noise_field import coarse_noise
+    model, pos, neg, latent = _setup("flux", 16, 16)
+    source = torch.randn(latent.shape, generator=torch.Generator().manual_seed(4))
+    noise = comfy.sample.prepare_noise(latent, 1)
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 24)[12:].cpu()
+    first = []
+
+    def spy(executor, *args, **kwargs):
+        first.append(args[0].clone())
+        return executor(*args, **kwargs)
+
+    model = model.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
+    comfy.sample.sample_custom(model, noise, 1.0, _fresco("fast"), sigmas, pos, neg, source, disable_pbar=True, seed=1)
+    grid, s = CellGrid.of(latent.shape, 2), float(sigmas[0])
+    signal = model.model.process_latent_in(source)                    # what KSAMPLER receives
+    want = (1 - s) * grid.coarse(as5d(signal)) + s * coarse_noise(as5d(noise), grid)
+    assert torch.allclose(grid.coarse(as5d(first[0])), want, atol=1e-5)

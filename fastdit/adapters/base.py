@@ -70,6 +70,17 @@ def grid_len(n, patch):
     return (n + patch // 2) // patch
 
 
+def tile_offset(h, w, ref_h, ref_w):
+    """Where ComfyUI's "offset" method puts the next reference latent on the canvas of the previous
+    ones (size h x w, latent pixels): right of them or below. -> (h_offset, w_offset, new h, new w)."""
+    h_off = w_off = 0
+    if ref_h + h > ref_w + w:
+        w_off = w
+    else:
+        h_off = h
+    return h_off, w_off, max(h, ref_h + h_off), max(w, ref_w + w_off)
+
+
 def stack_ids(*axes):
     """[N, len(axes)] float32 ids from per-axis coordinate tensors (broadcast scalars)."""
     n = max(torch.as_tensor(a).numel() for a in axes)

@@ -60,11 +60,14 @@ class FluxAdapter(ModelAdapter):
         if args["transformer_options"].get("rope_options") is not None:
             raise UnsupportedInputError("RoPE scaling options (set_model_rope_options) change the positions")
         method = args.get("kwargs", {}).get("ref_latents_method", self.model.params.default_ref_method)
+        if args.get("ref_latents") and method not in ("offset", "index", "uxo"):
+            raise UnsupportedInputError(f"reference latent method {method!r} (supported: offset, index, uxo)")
         return args["x"], list(args.get("ref_latents") or []), method
 
     def reference_placements(self, latent_shape, reference_shapes, method):
         """(frame index, row offset, col offset) in tokens of each reference latent, as Flux._forward
         places them ("offset": tiled on frame 1; "index": frame k * ref_index_scale; "uxo")."""
+        from .base import tile_offset
         p = self.patch_size
         h_len, w_len = self.token_grid(latent_shape)[1:]
         placed, h, w, index = [], 0, 0, 0
@@ -78,11 +81,7 @@ class FluxAdapter(ModelAdapter):
                 h, w = h + rh, w + rw
             else:
                 index = 1
-                if rh + h > rw + w:
-                    w_off = w
-                else:
-                    h_off = h
-                h, w = max(h, rh + h_off), max(w, rw + w_off)
+                h_off, w_off, h, w = tile_offset(h, w, rh, rw)
             placed.append((index, (h_off + p // 2) // p, (w_off + p // 2) // p))
         return placed
 

@@ -55,11 +55,14 @@ class QwenImageAdapter(ModelAdapter):
         if args.get("control") is not None:
             raise UnsupportedInputError("ControlNet residuals assume the full token grid")
         method = args.get("kwargs", {}).get("ref_latents_method", "index")
+        if args.get("ref_latents") and method not in ("index", "offset"):
+            raise UnsupportedInputError(f"reference latent method {method!r} (supported: index, offset)")
         return args["x"], list(args.get("ref_latents") or []), method
 
     def reference_placements(self, latent_shape, reference_shapes, method):
         """(frame index, row offset, col offset) in tokens of each reference, as _forward places
         them ("index": frame k, each centred on its own grid; otherwise tiled on frame 1)."""
+        from .base import tile_offset
         p = self.patch_size
         placed, h, w, index = [], 0, 0, 0
         for shape in reference_shapes:
@@ -69,11 +72,7 @@ class QwenImageAdapter(ModelAdapter):
                 index += 1
             else:
                 index = 1
-                if rh + h > rw + w:
-                    w_off = w
-                else:
-                    h_off = h
-                h, w = max(h, rh + h_off), max(w, rw + w_off)
+                h_off, w_off, h, w = tile_offset(h, w, rh, rw)
             placed.append((index, (h_off + p // 2) // p, (w_off + p // 2) // p))
         return placed
 

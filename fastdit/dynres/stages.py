@@ -113,11 +113,12 @@ class StagePlan:
         counts = [int(e) for e in exact]
         for i in sorted(range(3), key=lambda i: exact[i] - counts[i], reverse=True)[:steps - sum(counts)]:
             counts[i] += 1
+        if counts[2] == 0:                       # take the last step from the larger other stage
+            counts[0 if counts[0] >= counts[1] else 1] -= 1
+            counts[2] = 1
         coarse, progressive, full = counts
-        if full == 0:
-            full, (coarse, progressive) = 1, ((coarse - 1, progressive) if coarse >= progressive else (coarse, progressive - 1))
-        if coarse == 0:
-            full, progressive = full + progressive, 0
+        if coarse == 0:                          # nothing to select from: run those steps at full resolution
+            progressive, full = 0, full + progressive
         return cls(coarse, progressive, full, options.first_ratio, options.ratio_per_step)
 
     @property

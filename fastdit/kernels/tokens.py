@@ -86,19 +86,17 @@ def scatter_tokens_torch(tokens, rows, shape, factor):
 # ---------------------------------------------------------------------------------------------
 # Triton
 # ---------------------------------------------------------------------------------------------
-_KERNELS = None
-
-
-def _triton_kernels():
-    global _KERNELS
-    if _KERNELS is not None:
-        return _KERNELS
+try:  # kernels are module globals (Triton resolves called jit functions by name); triton is optional
     import triton
     import triton.language as tl
+except Exception:  # platforms without (a working) triton use the torch reference
+    triton = None
 
+if triton is not None:
     @triton.jit
-    def gather_kernel(lat_ptr, rows_ptr, out_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
-                      FACTOR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    def _row_block(rows_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+        """This program's token rows r and features d: masks, each row's (y0, x0, s), each
+        feature's patch offset (ph, pw) and the flat latent offset of its (sample, channel, frame)."""
         r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         rmask = r < n_rows
@@ -109,11 +107,16 @@ def _triton_kernels():
         y0 = tl.load(rows_ptr + row + 1, mask=rmask, other=0)
         x0 = tl.load(rows_ptr + row + 2, mask=rmask, other=0)
         s = tl.load(rows_ptr + row + 3, mask=rmask, other=1)
-        c = (d // 4).to(tl.int64)
-        ph = (d // 2) % 2
-        pw = d % 2
         plane = t_len * h * w
+        c = (d // 4).to(tl.int64)
         base = b2.to(tl.int64)[:, None] * (d_feat // 4) * plane + c[None, :] * plane + (t * h * w)[:, None]
+        return r, d, rmask[:, None] & dmask[None, :], y0, x0, s, (d // 2) % 2, d % 2, base
+
+    @triton.jit
+    def _gather_kernel(lat_ptr, rows_ptr, out_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
+                       FACTOR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+        r, d, mask, y0, x0, s, ph, pw, base = _row_block(rows_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
+                                                         BLOCK_R, BLOCK_D)
         acc = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
         for i in tl.static_range(FACTOR):
             for j in tl.static_range(FACTOR):
@@ -121,33 +124,19 @@ def _triton_kernels():
                 x = x0[:, None] + pw[None, :] * s[:, None] + j
                 y = tl.where(y >= h, y - h, y)          # circular pad of an odd edge (fine rows)
                 x = tl.where(x >= w, x - w, x)
-                ok = rmask[:, None] & dmask[None, :] & (s[:, None] > i) & (s[:, None] > j)
+                ok = mask & (s[:, None] > i) & (s[:, None] > j)
                 v = tl.load(lat_ptr + base + y.to(tl.int64) * w + x, mask=ok, other=0.0)
-                acc += v.to(tl.float32)
+                acc += v.to(tl.float32)                 # fp32 accumulation (the interpreter's bf16 is wrong)
         acc = acc / (s * s).to(tl.float32)[:, None]
         out = out_ptr + r.to(tl.int64)[:, None] * d_feat + d[None, :]
-        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & dmask[None, :])
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def scatter_kernel(tok_ptr, rows_ptr, out_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
-                       FACTOR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-        d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        rmask = r < n_rows
-        dmask = d < d_feat
-        b2 = r // n_seq
-        row = ((b2 % batch) * n_seq + r % n_seq) * 4
-        t = tl.load(rows_ptr + row, mask=rmask, other=0).to(tl.int64)
-        y0 = tl.load(rows_ptr + row + 1, mask=rmask, other=0)
-        x0 = tl.load(rows_ptr + row + 2, mask=rmask, other=0)
-        s = tl.load(rows_ptr + row + 3, mask=rmask, other=1)
-        c = (d // 4).to(tl.int64)
-        ph = (d // 2) % 2
-        pw = d % 2
-        mask = rmask[:, None] & dmask[None, :]
+    def _scatter_kernel(tok_ptr, rows_ptr, out_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
+                        FACTOR: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+        r, d, mask, y0, x0, s, ph, pw, base = _row_block(rows_ptr, n_rows, n_seq, batch, t_len, h, w, d_feat,
+                                                         BLOCK_R, BLOCK_D)
         v = tl.load(tok_ptr + r.to(tl.int64)[:, None] * d_feat + d[None, :], mask=mask, other=0.0)
-        plane = t_len * h * w
-        base = b2.to(tl.int64)[:, None] * (d_feat // 4) * plane + c[None, :] * plane + (t * h * w)[:, None]
         for i in tl.static_range(FACTOR):
             for j in tl.static_range(FACTOR):
                 y = y0[:, None] + ph[None, :] * s[:, None] + i
@@ -155,15 +144,11 @@ def _triton_kernels():
                 ok = mask & (s[:, None] > i) & (s[:, None] > j) & (y < h) & (x < w)
                 tl.store(out_ptr + base + y.to(tl.int64) * w + x, v, mask=ok)
 
-    _KERNELS = (triton, gather_kernel, scatter_kernel)
-    return _KERNELS
-
 
 _BLOCK_R = 128
 
 
 def _launch(kernel, src, rows, dst, n_seq, shape, factor):
-    triton = _triton_kernels()[0]
     b2, c, t_len, h, w = shape
     d_feat = 4 * c
     n_rows = b2 * n_seq
@@ -180,7 +165,7 @@ def gather_tokens_triton(latent, rows, factor):
     b2, c = latent.shape[:2]
     n = rows.shape[1]
     out = torch.empty(b2, n, 4 * c, dtype=latent.dtype, device=latent.device)
-    _launch(_triton_kernels()[1], latent, rows, out, n, latent.shape, factor)
+    _launch(_gather_kernel, latent, rows, out, n, latent.shape, factor)
     return out
 
 
@@ -189,7 +174,7 @@ def scatter_tokens_triton(tokens, rows, shape, factor):
     tokens = tokens.contiguous()
     rows = rows.to(device=tokens.device, dtype=torch.int32).contiguous()
     out = torch.zeros(shape, dtype=tokens.dtype, device=tokens.device)
-    _launch(_triton_kernels()[2], tokens, rows, out, rows.shape[1], tuple(shape), factor)
+    _launch(_scatter_kernel, tokens, rows, out, rows.shape[1], tuple(shape), factor)
     return out
 
 
