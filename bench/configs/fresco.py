@@ -6,6 +6,7 @@
                                                  expansion=interpolate; transition=snr_matched;
                                                  positions=fine|coarse_centred; factor=4)
     fresco:preset=custom,split=0/0/1,steps=18   every cell fine from step 0: plain Euler, 18 steps
+    fresco:stack=hicache                 another configuration's model patch (its defaults) under Fresco
 
 `steps` overrides the preset's step count; a custom split without `steps` uses the bench's.
 """
@@ -13,7 +14,7 @@ from . import Config, register
 
 
 @register("fresco")
-def fresco(preset="balanced", steps=None, **options):
+def fresco(preset="balanced", steps=None, stack=None, **options):
     from fastdit.dynres.fresco import fresco_sampler
     from fastdit.dynres.stages import PRESETS, parse_split, preset_options
     if "split" in options:
@@ -28,4 +29,8 @@ def fresco(preset="balanced", steps=None, **options):
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n).cpu()
         return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                           disable_pbar=True, seed=seed)
-    return Config("fresco", sample=sample)
+    prepare = None
+    if stack:
+        from . import build
+        prepare = build(stack).prepare
+    return Config("fresco", prepare=prepare, sample=sample)

@@ -14,7 +14,7 @@ import torch
 
 from ..adapters import UnsupportedInputError, UnsupportedModelError, for_model
 from ..kernels.tokens import gather_tokens, scatter_tokens
-from .layout import CellGrid, as5d
+from .layout import as5d
 
 LAYOUT_KEY = "fastdit_dynres"      # transformer_options: the current MixedLayout
 WRAPPER_KEY = "fastdit_fresco"     # DIFFUSION_MODEL wrapper key
@@ -65,16 +65,15 @@ def mixed_forward(diffusion_model, call, layout):
     batch = x5.shape[0]
     if batch % layout.up.shape[0]:
         raise ValueError(f"Fresco: model batch {batch} is not a multiple of the latent batch {layout.up.shape[0]}")
-    rows = layout.rows.to(x.device)
+    rows = layout.rows
     tokens = [gather_tokens(x5, rows, f)]
-    ids = [layout.ids(adapter, rows, layout.grid.fine_grid)]
+    ids = [layout.target_ids()]
     placements = adapter.reference_placements(x.shape, [r.shape for r in references], method)
-    for ref, (frame, row_offset, col_offset) in zip(references, placements):
-        ref_rows = layout.reference_rows(ref.shape).to(x.device)
-        tokens.append(gather_tokens(as5d(ref).to(x.dtype), ref_rows, f))
-        ids.append(layout.ids(adapter, ref_rows, CellGrid.of(ref.shape, f).fine_grid, frame, row_offset, col_offset))
+    for ref, placement in zip(references, placements):
+        tokens.append(gather_tokens(as5d(ref).to(x.dtype), layout.reference_rows(ref.shape), f))
+        ids.append(layout.reference_ids(ref.shape, placement))
     img = torch.cat(tokens, 1)
-    img_ids = torch.cat([i.repeat(batch // i.shape[0], 1, 1) for i in ids], 1)
+    img_ids = torch.cat([i.to(x.device).repeat(batch // i.shape[0], 1, 1) for i in ids], 1)
     context = call.get("context")
     n_text = 0 if context is None else context.shape[1]
     txt_ids = adapter.mixed_text_positions(n_text, layout.grid.fine_grid, layout.scale)

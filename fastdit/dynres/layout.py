@@ -191,6 +191,7 @@ class MixedLayout:
         self.all_fine = up is None or bool(up.all())
         self._rows = None
         self._ref_rows = {}
+        self._ids = {}
         self.calls = []   # (text tokens, image tokens, batch) per model call, for the cost line
 
     @property
@@ -225,11 +226,22 @@ class MixedLayout:
                 self._ref_rows[key] = g.rows(g.all_coarse(self.up.device) | bool(self.up.all()))
         return self._ref_rows[key]
 
-    def ids(self, adapter, rows, grid, frame=0, row_offset=0, col_offset=0):
-        """RoPE ids [B, N, 3] of `rows` of an image whose full token grid is `grid`, placed with the
-        given frame index and token offsets (Kontext / Qwen-Edit references)."""
+    def target_ids(self):
+        """RoPE ids [B, N, 3] of the target's token rows (computed once per layout)."""
+        if "target" not in self._ids:
+            self._ids["target"] = self._compute_ids(self.rows, self.grid.fine_grid, 0, 0, 0)
+        return self._ids["target"]
+
+    def reference_ids(self, shape, placement):
+        """RoPE ids of a reference latent of `shape` placed at (frame index, row / col token offset)."""
+        key = (tuple(shape), tuple(placement))
+        if key not in self._ids:
+            self._ids[key] = self._compute_ids(self.reference_rows(shape), CellGrid.of(shape, 1).fine_grid, *placement)
+        return self._ids[key]
+
+    def _compute_ids(self, rows, grid, frame, row_offset, col_offset):
         t, r, c, scale = row_coordinates(rows, self.grid.factor, self.positions)
-        ids = adapter.positions((t + frame).flatten(), (r + row_offset).flatten(), (c + col_offset).flatten(), grid)
+        ids = self.adapter.positions((t + frame).flatten(), (r + row_offset).flatten(), (c + col_offset).flatten(), grid)
         ids = ids.view(*rows.shape[:2], -1).to(rows.device)
         ids[..., 1:] *= scale
         return ids
