@@ -33,10 +33,15 @@ def _setup(family):
     return model.model.diffusion_model, mixed_adapter(model)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_all_fine_mixed_forward_is_the_normal_forward(family):
+@pytest.mark.parametrize("family,text_mask", [("flux", False), ("qwen_image", False), ("qwen_image", True),
+                                              ("hunyuan_video", False), ("hunyuan_video", True)])
+def test_all_fine_mixed_forward_is_the_normal_forward(family, text_mask):
+    """(FLUX's attention_mask spans the whole sequence and is refused in mixed steps, tested below.)"""
     dm, ad = _setup(family)
-    x, t, context, kwargs = _inputs(family, FAMILIES[family])
+    shape = (1, *FAMILIES[family][1:]) if text_mask else FAMILIES[family]   # ComfyUI masks batch 1 here
+    x, t, context, kwargs = _inputs(family, shape)
+    if text_mask:                                     # HunyuanVideo / Qwen-Image: a mask over the text tokens
+        kwargs["attention_mask"] = torch.tensor([[1] * 6 + [0] * 2])
     grid = CellGrid.of(x.shape, 2)
     up = torch.ones((x.shape[0], *grid.cell_shape), dtype=torch.bool)
     with torch.no_grad():
