@@ -189,3 +189,15 @@ def test_img2img_starts_from_the_partly_noised_latent():
     signal = model.model.process_latent_in(source)                    # what KSAMPLER receives
     want = (1 - s) * grid.coarse(as5d(signal)) + s * coarse_noise(as5d(noise), grid)
     assert torch.allclose(grid.coarse(as5d(first[0])), want, atol=1e-5)
+
+
+def test_latent_concatenating_conditioning_is_refused():
+    """Fill / inpaint / depth-concat models concatenate a noise-shaped latent (c_concat)."""
+    import comfy.conds
+    from fastdit.dynres.fresco import check_conditioning
+    processed = {"model_conds": {"c_concat": comfy.conds.CONDNoiseShape(torch.zeros(1, 20, 16, 16))}}
+    with pytest.raises(UnsupportedInputError, match="concatenate a latent"):
+        check_conditioning([{"model_conds": {}}, processed])
+    with pytest.raises(UnsupportedInputError, match="concatenate a latent"):
+        check_conditioning([{"concat_latent_image": torch.zeros(1, 16, 16, 16)}])
+    check_conditioning([{"model_conds": {"c_crossattn": comfy.conds.CONDCrossAttn(torch.zeros(1, 8, 64))}}])
