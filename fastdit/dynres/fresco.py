@@ -38,43 +38,53 @@ def check_conditioning(conds, where="Fresco"):
                                         "the input (inpainting / Fill / depth-concat models).")
 
 
+def preflight(model, x, extra_args):
+    """Clear errors for what Fresco cannot sample, before the first model call (COMFY_INTERNALS
+    §3.6); returns the family adapter and the sampler's noise (the unified field)."""
+    import comfy.model_sampling
+    guider = model.inner_model
+    base = guider.inner_model
+    if not isinstance(base.model_sampling, comfy.model_sampling.CONST):
+        raise UnsupportedInputError("Fresco needs a rectified-flow model (FLUX, Qwen-Image, HunyuanVideo).")
+    if extra_args.get("denoise_mask") is not None:
+        raise UnsupportedInputError("Fresco cannot inpaint: remove the latent's noise_mask (Set Latent Noise Mask).")
+    if getattr(x, "is_nested", False):
+        raise UnsupportedInputError("Fresco cannot sample nested (multi-modal) latents.")
+    check_conditioning([c for cs in getattr(guider, "conds", {}).values() for c in cs])
+    noise = getattr(model, "noise", None)
+    if noise is None or noise.shape != x.shape:
+        raise UnsupportedInputError("Fresco must run through ComfyUI's KSAMPLER, which provides its noise.")
+    return mixed_adapter(base.diffusion_model), noise
+
+
 class FrescoRun:
     """State of one Fresco sampling run."""
 
     def __init__(self, model, x, sigmas, extra_args, options):
-        guider = model.inner_model
-        base = guider.inner_model
-        import comfy.model_sampling
-        if not isinstance(base.model_sampling, comfy.model_sampling.CONST):
-            raise UnsupportedInputError("Fresco needs a rectified-flow model (FLUX, Qwen-Image, HunyuanVideo).")
-        if extra_args.get("denoise_mask") is not None:
-            raise UnsupportedInputError("Fresco cannot inpaint: remove the latent's noise_mask (Set Latent Noise Mask).")
-        if getattr(x, "is_nested", False):
-            raise UnsupportedInputError("Fresco cannot sample nested (multi-modal) latents.")
-        check_conditioning([c for cs in getattr(guider, "conds", {}).values() for c in cs])
-        noise = getattr(model, "noise", None)
-        if noise is None or noise.shape != x.shape:
-            raise UnsupportedInputError("Fresco must run through ComfyUI's KSAMPLER, which provides its noise.")
+        self.adapter, noise = preflight(model, x, extra_args)
         self.options = options
-        self.adapter = mixed_adapter(base.diffusion_model)
         self.grid = CellGrid.of(x.shape, options.factor)
         self.plan = StagePlan.for_steps(len(sigmas) - 1, options)
         if self.grid.cells == 0:
             self.plan = StagePlan(0, 0, len(sigmas) - 1, 0.0, 0.0)   # too small for one cell
         self.field = NoiseField(as5d(noise).to(x), extra_args.get("seed"))
-        self.history = deque(maxlen=options.variance_window)
+        self.history = deque(maxlen=options.variance_window)        # coarse x0 estimates (§3.4)
         self.x0 = None
+        self.up = None
         self.changes = 0
         self.layouts = []
         self.sigmas = sigmas.clone()                                  # the schedule the model sees
-        model_options = _copy_model_options(extra_args.get("model_options", {}))
-        model_options["transformer_options"]["sample_sigmas"] = self.sigmas
+        self.extra_args = dict(extra_args, model_options=self._model_options(extra_args.get("model_options", {})))
+        self.transformer_options = self.extra_args["model_options"]["transformer_options"]
+
+    def _model_options(self, model_options):
+        """This run's copy of model_options: the mixed-resolution wrapper and the schedule."""
         import comfy.patcher_extension as pe
-        pe.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, mixed_resolution_wrapper, model_options,
+        copied = pe.copy_nested_dicts(model_options)
+        copied.setdefault("transformer_options", {})["sample_sigmas"] = self.sigmas
+        pe.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, mixed_resolution_wrapper, copied,
                                 is_model_options=True)
-        self.transformer_options = model_options["transformer_options"]
-        self.extra_args = dict(extra_args, model_options=model_options)
-        self.up = None
+        return copied
 
     # -- layout ---------------------------------------------------------------------------------
     def _set_layout(self, up, stage):
@@ -139,13 +149,6 @@ class FrescoRun:
 
     def summary(self):
         return cost_line(self)
-
-
-def _copy_model_options(model_options):
-    import comfy.patcher_extension
-    copied = comfy.patcher_extension.copy_nested_dicts(model_options)
-    copied.setdefault("transformer_options", {})
-    return copied
 
 
 @torch.no_grad()
