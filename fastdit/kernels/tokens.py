@@ -68,19 +68,16 @@ def scatter_tokens_torch(tokens, rows, shape, factor):
     b2, c, t_len, h, w = shape
     _check(shape, rows, factor)
     t, y, x, s, sub, _ = _pixel_index(rows, shape, factor)
-    n = tokens.shape[1]
+    n, plane = tokens.shape[1], t_len * h * w
     idx = (t[..., None, None, None, None] * (h * w) + y[:, :, :, None, :, None] * w
            + x[:, :, None, :, None, :])                                  # [B', N, 2, 2, F, F]
-    keep = (sub[:, :, None, None] & (y < h)[:, :, :, None, :, None] & (x < w)[:, :, None, :, None, :])
-    vals = tokens.reshape(b2, n, c, 2, 2)[..., None, None].expand(b2, n, c, 2, 2, factor, factor)
-    vals = vals.permute(0, 2, 1, 3, 4, 5, 6)                             # [B', C, N, 2, 2, F, F]
-    keep = keep[:, None].expand_as(vals)
-    index = idx[:, None].expand_as(vals)
-    out = torch.zeros(b2, c, t_len * h * w, dtype=tokens.dtype, device=tokens.device)
-    batch = torch.arange(b2, device=tokens.device).view(b2, 1, 1, 1, 1, 1, 1).expand_as(vals)
-    chan = torch.arange(c, device=tokens.device).view(1, c, 1, 1, 1, 1, 1).expand_as(vals)
-    out[batch[keep], chan[keep], index[keep]] = vals[keep]
-    return out.view(shape)
+    keep = sub[:, :, None, None] & (y < h)[:, :, :, None, :, None] & (x < w)[:, :, None, :, None, :]
+    idx = torch.where(keep, idx, plane)                                  # unused slots -> a spare column
+    vals = tokens.reshape(b2, n, c, 2, 2).permute(0, 2, 1, 3, 4)[..., None, None]
+    vals = vals.expand(b2, c, n, 2, 2, factor, factor).reshape(b2, c, -1)
+    out = torch.zeros(b2, c, plane + 1, dtype=tokens.dtype, device=tokens.device)
+    out.scatter_(2, idx.reshape(b2, 1, -1).expand(b2, c, -1), vals)      # rows partition the pixels
+    return out[..., :plane].reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
