@@ -51,6 +51,11 @@ def preflight(model, x, extra_args):
     if getattr(x, "is_nested", False):
         raise UnsupportedInputError("Fresco cannot sample nested (multi-modal) latents.")
     check_conditioning([c for cs in getattr(guider, "conds", {}).values() for c in cs])
+    if "easycache" in extra_args.get("model_options", {}).get("transformer_options", {}):
+        raise UnsupportedInputError(
+            "Fresco cannot run under ComfyUI's EasyCache / LazyCache: they compare the full-size latent, which "
+            "Fresco keeps through its resolution changes, and would reuse a model output across them. "
+            "Stack FastDiT's HiCache instead (its caches follow the token set).")
     noise = getattr(model, "noise", None)
     if noise is None or noise.shape != x.shape:
         raise UnsupportedInputError("Fresco must run through ComfyUI's KSAMPLER, which provides its noise.")

@@ -192,7 +192,7 @@ class MixedLayout:
         self._rows = None
         self._ref_rows = {}
         self._ids = {}
-        self.calls = []   # (text tokens, image tokens, batch) per model call, for the cost line
+        self.calls = []   # per model call: (text, image, image at full resolution, batch) tokens
 
     @property
     def rows(self):
