@@ -2,10 +2,11 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare import FastDiTCompare
+from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .hicache import FastDiTHiCache
 from .testing import FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel, FastDiTHiCache]
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTHiCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
 
 
 class FastDiTExtension(ComfyExtension):

@@ -3,7 +3,7 @@
 `for_model(model)` returns the adapter for a ModelPatcher (or a DiT module) or raises
 UnsupportedModelError naming the supported families.
 """
-from .base import BlockRef, ModelAdapter, TokenLayout, UnsupportedModelError
+from .base import BlockRef, ModelAdapter, TokenLayout, UnsupportedInputError, UnsupportedModelError
 from .flux import FluxAdapter
 from .hunyuan_video import HunyuanVideoAdapter
 from .qwen_image import QwenImageAdapter
@@ -32,5 +32,5 @@ def for_model(model, technique="FastDiT"):
         f"Supported model families: {supported_families()}.")
 
 
-__all__ = ["ADAPTERS", "BlockRef", "ModelAdapter", "TokenLayout", "UnsupportedModelError",
+__all__ = ["ADAPTERS", "BlockRef", "ModelAdapter", "TokenLayout", "UnsupportedInputError", "UnsupportedModelError",
            "diffusion_model_of", "for_model", "supported_families"]

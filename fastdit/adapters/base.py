@@ -12,6 +12,10 @@ class UnsupportedModelError(ValueError):
     """The model is not of a family this pack knows; the message names the supported ones."""
 
 
+class UnsupportedInputError(ValueError):
+    """An input (conditioning, mask, option) that a technique cannot honour; the message says why."""
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Where each kind of token sits in the joint attention sequence of one model call.
@@ -64,6 +68,17 @@ class BlockRef:
 def grid_len(n, patch):
     """Tokens along one axis for n latent pixels, as ComfyUI's DiTs compute it."""
     return (n + patch // 2) // patch
+
+
+def tile_offset(h, w, ref_h, ref_w):
+    """Where ComfyUI's "offset" method puts the next reference latent on the canvas of the previous
+    ones (size h x w, latent pixels): right of them or below. -> (h_offset, w_offset, new h, new w)."""
+    h_off = w_off = 0
+    if ref_h + h > ref_w + w:
+        w_off = w
+    else:
+        h_off = h
+    return h_off, w_off, max(h, ref_h + h_off), max(w, ref_w + w_off)
 
 
 def stack_ids(*axes):

@@ -40,6 +40,59 @@ class FluxAdapter(ModelAdapter):
     def text_positions(self, n_text, grid):
         return torch.zeros(n_text, 3)
 
+    # -----------------------------------------------------------------------------------------
+    # Mixed-resolution forward (Fresco: ALGORITHMS §3.5, COMFY_INTERNALS §2.6)
+    # `forward_orig` takes any token sequence with float RoPE ids, so the model's own block loop
+    # runs the mixed set; embedders and final layer are per token.
+    # -----------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self):
+        return self.model.hidden_size
+
+    def mixed_call(self, args):
+        """Check a DIFFUSION_MODEL call (`args`: its arguments by name) for what a mixed token set
+        cannot carry, and return (latent, references, reference method)."""
+        from .base import UnsupportedInputError
+        if args.get("control") is not None:
+            raise UnsupportedInputError("ControlNet residuals assume the full token grid")
+        if args.get("kwargs", {}).get("attention_mask") is not None:
+            raise UnsupportedInputError("an attention mask is sized for the full token grid")
+        if args["transformer_options"].get("rope_options") is not None:
+            raise UnsupportedInputError("RoPE scaling options (set_model_rope_options) change the positions")
+        method = args.get("kwargs", {}).get("ref_latents_method", self.model.params.default_ref_method)
+        if args.get("ref_latents") and method not in ("offset", "index", "uxo"):
+            raise UnsupportedInputError(f"reference latent method {method!r} (supported: offset, index, uxo)")
+        return args["x"], list(args.get("ref_latents") or []), method
+
+    def reference_placements(self, latent_shape, reference_shapes, method):
+        """(frame index, row offset, col offset) in tokens of each reference latent, as Flux._forward
+        places them ("offset": tiled on frame 1; "index": frame k * ref_index_scale; "uxo")."""
+        from .base import tile_offset
+        p = self.patch_size
+        h_len, w_len = self.token_grid(latent_shape)[1:]
+        placed, h, w, index = [], 0, 0, 0
+        for shape in reference_shapes:
+            rh, rw = shape[-2:]
+            h_off = w_off = 0
+            if method == "index":
+                index += self.model.params.ref_index_scale
+            elif method == "uxo":
+                index, h_off, w_off = 0, h_len * p + h, w_len * p + w
+                h, w = h + rh, w + rw
+            else:
+                index = 1
+                h_off, w_off, h, w = tile_offset(h, w, rh, rw)
+            placed.append((index, (h_off + p // 2) // p, (w_off + p // 2) // p))
+        return placed
+
+    def mixed_text_positions(self, n_text, grid, scale):
+        return self.text_positions(n_text, grid)
+
+    def run_mixed(self, args, img, img_ids, txt_ids):
+        """The model on image tokens `img` [B, N, C*4] at `img_ids`; returns [B, N, C_out*4]."""
+        m = self.model
+        return m.forward_orig(img, img_ids, args["context"], txt_ids, args["timestep"], args.get("y"),
+                              args.get("guidance"), None, args["transformer_options"], attn_mask=None)
 
 # ---------------------------------------------------------------------------------------------
 # Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3

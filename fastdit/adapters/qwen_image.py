@@ -39,6 +39,82 @@ class QwenImageAdapter(ModelAdapter):
         start = round(max(grid[1] // 2, grid[2] // 2))
         return torch.arange(start, start + n_text, dtype=torch.float32)[:, None].repeat(1, 3)
 
+    # -----------------------------------------------------------------------------------------
+    # Mixed-resolution forward (Fresco: ALGORITHMS §3.5, COMFY_INTERNALS §2.6)
+    # _forward builds positions from the full grid inside, so the middle of it is re-expressed
+    # here from the model's public submodules (img_in, txt_norm, txt_in, time_text_embed,
+    # pe_embedder, transformer_blocks, norm_out, proj_out), block patches included. A test pins
+    # it to the real forward on the all-fine token set.
+    # -----------------------------------------------------------------------------------------
+    @property
+    def hidden_size(self):
+        return self.model.inner_dim
+
+    def mixed_call(self, args):
+        from .base import UnsupportedInputError
+        if args.get("control") is not None:
+            raise UnsupportedInputError("ControlNet residuals assume the full token grid")
+        method = args.get("kwargs", {}).get("ref_latents_method", "index")
+        if args.get("ref_latents") and method not in ("index", "offset"):
+            raise UnsupportedInputError(f"reference latent method {method!r} (supported: index, offset)")
+        return args["x"], list(args.get("ref_latents") or []), method
+
+    def reference_placements(self, latent_shape, reference_shapes, method):
+        """(frame index, row offset, col offset) in tokens of each reference, as _forward places
+        them ("index": frame k, each centred on its own grid; otherwise tiled on frame 1)."""
+        from .base import tile_offset
+        p = self.patch_size
+        placed, h, w, index = [], 0, 0, 0
+        for shape in reference_shapes:
+            rh, rw = shape[-2:]
+            h_off = w_off = 0
+            if method == "index":
+                index += 1
+            else:
+                index = 1
+                h_off, w_off, h, w = tile_offset(h, w, rh, rw)
+            placed.append((index, (h_off + p // 2) // p, (w_off + p // 2) // p))
+        return placed
+
+    def mixed_text_positions(self, n_text, grid, scale):
+        """Text ids start after the image's half-extent, in the units the image ids use."""
+        start = max(grid[1] // 2, grid[2] // 2) * scale
+        return (start + torch.arange(n_text, dtype=torch.float32))[:, None].repeat(1, 3)
+
+    def run_mixed(self, args, img, img_ids, txt_ids):
+        m = self.model
+        opts = args["transformer_options"]
+        context, timestep, guidance = args["context"], args["timesteps"], args.get("guidance")
+        txt_mask = args.get("attention_mask")
+        pe = m.pe_embedder(torch.cat((txt_ids, img_ids), dim=1)).to(img.dtype).contiguous()
+        hidden = m.img_in(img)
+        txt = m.txt_in(m.txt_norm(context))
+        if guidance is not None:
+            guidance = guidance * 1000
+        temb = m.time_text_embed(timestep, hidden) if guidance is None else m.time_text_embed(timestep, guidance, hidden)
+        blocks_replace = opts.get("patches_replace", {}).get("dit", {})
+        block_patches = opts.get("patches", {}).get("double_block", [])
+        opts["total_blocks"] = len(m.transformer_blocks)
+        opts["block_type"] = "double"
+        for i, block in enumerate(m.transformer_blocks):
+            opts["block_index"] = i
+            if ("double_block", i) in blocks_replace:
+                def original(a, block=block):
+                    txt_out, img_out = block(hidden_states=a["img"], encoder_hidden_states=a["txt"],
+                                             encoder_hidden_states_mask=txt_mask, temb=a["vec"],
+                                             image_rotary_emb=a["pe"], transformer_options=a["transformer_options"])
+                    return {"txt": txt_out, "img": img_out}
+                out = blocks_replace[("double_block", i)](
+                    {"img": hidden, "txt": txt, "vec": temb, "pe": pe, "transformer_options": opts},
+                    {"original_block": original})
+                hidden, txt = out["img"], out["txt"]
+            else:
+                txt, hidden = block(hidden_states=hidden, encoder_hidden_states=txt, encoder_hidden_states_mask=txt_mask,
+                                    temb=temb, image_rotary_emb=pe, transformer_options=opts)
+            for patch in block_patches:
+                out = patch({"img": hidden, "txt": txt, "x": args["x"], "block_index": i, "transformer_options": opts})
+                hidden, txt = out["img"], out["txt"]
+        return m.proj_out(m.norm_out(hidden, temb))
 
 # ---------------------------------------------------------------------------------------------
 # Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
