@@ -1,5 +1,6 @@
 """GPU bench: wall time and peak memory on the full-size FLUX.1-dev architecture (random bf16 weights:
-speed does not depend on them), plus the achieved bandwidth of the fused forecast kernel.
+speed does not depend on them): baseline, HiCache, the Fresco presets and Fresco + HiCache, plus the
+achieved bandwidth of the fused forecast kernel and of the mixed-token gather / scatter kernels.
 
 One script, one process, baseline and techniques measured back to back on the same card:
 
@@ -57,10 +58,29 @@ def hicache_case(name, **options):
     return Case(name, prepare)
 
 
+def fresco_case(name, preset, stack=None, **options):
+    """A Fresco preset at its own step count (the operating point's NFE), against the 50-step baseline."""
+    def sample(model, noise, positive, negative, latent, steps, seed):
+        import comfy.sample
+        import comfy.samplers
+        from fastdit.dynres.fresco import fresco_sampler
+        from fastdit.dynres.stages import PRESETS, preset_options
+        n = PRESETS[preset].nfe if steps >= 50 else max(steps * PRESETS[preset].nfe // 50, 3)
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n).cpu()
+        return comfy.sample.sample_custom(model, noise, 1.0, fresco_sampler(preset_options(preset, **options)), sigmas,
+                                          positive, negative, latent, disable_pbar=True, seed=seed)
+    prepare = hicache_case(name, **stack).prepare if stack else None
+    return Case(name, prepare, sample)
+
+
 CASES = [
     Case("baseline"),
     hicache_case("hicache N=7 (module)", interval=7),
     hicache_case("hicache N=7 (block)", interval=7, granularity="block"),
+    fresco_case("fresco quality (30 NFE)", "quality"),
+    fresco_case("fresco balanced (18 NFE)", "balanced"),
+    fresco_case("fresco fast (9 NFE)", "fast"),
+    fresco_case("fresco balanced + hicache", "balanced", stack={"interval": 4, "warmup_steps": 1}),
 ]
 
 
@@ -170,6 +190,42 @@ def kernel_bandwidth(device, numel, n_terms=3, repeats=20):
     return res
 
 
+def token_kernel_bandwidth(device, latent_hw, repeats=20):
+    """GB/s of the mixed-token gather and scatter (half the cells fine, half coarse) on one card."""
+    import torch
+
+    from fastdit.kernels import backend
+    from fastdit.kernels.tokens import gather_tokens, scatter_tokens
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    latent = torch.randn(1, 16, 1, latent_hw, latent_hw, device=device, dtype=dtype)
+    rows = []
+    for cy in range(0, latent_hw, 4):                 # 4x4-pixel cells: fine (4 tokens) or coarse (1)
+        for cx in range(0, latent_hw, 4):
+            if (cy // 4 + cx // 4) % 2:
+                rows += [(0, cy + dy, cx + dx, 1) for dy in (0, 2) for dx in (0, 2)]
+            else:
+                rows.append((0, cy, cx, 2))
+    rows = torch.tensor(rows, dtype=torch.int32, device=device)[None]
+
+    def timed(fn):
+        fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - t0) / repeats
+
+    tokens = gather_tokens(latent, rows, 2)
+    moved = latent.numel() * latent.element_size() + tokens.numel() * tokens.element_size()
+    res = {"backend": backend(latent), "dtype": str(dtype), "latent": latent_hw, "tokens": int(tokens.shape[1]),
+           "gather_GBps": moved / timed(lambda: gather_tokens(latent, rows, 2)) / 1e9,
+           "scatter_GBps": moved / timed(lambda: scatter_tokens(tokens, rows, latent.shape, 2)) / 1e9}
+    print(f"token kernels ({res['backend']}, {dtype}, {res['tokens']} tokens): gather {res['gather_GBps']:.0f} GB/s, "
+          f"scatter {res['scatter_GBps']:.0f} GB/s", flush=True)
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny model on CPU: checks the script, not the speed")
@@ -191,6 +247,7 @@ def main(argv=None):
               "torch": torch.__version__, "setting": dataclasses.asdict(setting), "model": config}
     result["cases"] = run_cases(CASES, config, setting, device, args.repeats)
     result["kernel"] = kernel_bandwidth(device, numel=2 ** 16 if args.tiny else 4608 * 3072 * 8)
+    result["token_kernels"] = token_kernel_bandwidth(device, 16 if args.tiny else 128)
     result["total_s"] = time.time() - t0
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
