@@ -119,6 +119,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def mean_seconds(fn, device, repeats):
+    """Mean wall time of fn() after one warm-up call, synchronised on `device`."""
+    fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / repeats
+
+
 def run_cases(cases, config, setting, device, repeats):
     import torch
 
@@ -168,18 +179,9 @@ def kernel_bandwidth(device, numel, n_terms=3, repeats=20):
     coeffs = [0.5, -0.25, 0.125][:n_terms - 1]
     size = terms[0].element_size() * numel
 
-    def timed(fn):
-        fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        _sync(device)
-        return (time.perf_counter() - t0) / repeats
-
-    copy_s = timed(lambda: out.copy_(terms[0]))
-    fused_s = timed(lambda: forecast(terms, coeffs, out=out))
-    ref_s = timed(lambda: forecast_reference(terms, coeffs, out=out))
+    copy_s = mean_seconds(lambda: out.copy_(terms[0]), device, repeats)
+    fused_s = mean_seconds(lambda: forecast(terms, coeffs, out=out), device, repeats)
+    ref_s = mean_seconds(lambda: forecast_reference(terms, coeffs, out=out), device, repeats)
     res = {"backend": backend(terms[0]), "dtype": str(dtype), "numel": numel, "n_terms": n_terms,
            "copy_GBps": 2 * size / copy_s / 1e9, "forecast_GBps": (n_terms + 1) * size / fused_s / 1e9,
            "torch_reference_GBps": (n_terms + 1) * size / ref_s / 1e9}
@@ -207,20 +209,11 @@ def token_kernel_bandwidth(device, latent_hw, repeats=20):
                 rows.append((0, cy, cx, 2))
     rows = torch.tensor(rows, dtype=torch.int32, device=device)[None]
 
-    def timed(fn):
-        fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        _sync(device)
-        return (time.perf_counter() - t0) / repeats
-
     tokens = gather_tokens(latent, rows, 2)
     moved = latent.numel() * latent.element_size() + tokens.numel() * tokens.element_size()
     res = {"backend": backend(latent), "dtype": str(dtype), "latent": latent_hw, "tokens": int(tokens.shape[1]),
-           "gather_GBps": moved / timed(lambda: gather_tokens(latent, rows, 2)) / 1e9,
-           "scatter_GBps": moved / timed(lambda: scatter_tokens(tokens, rows, latent.shape, 2)) / 1e9}
+           "gather_GBps": moved / mean_seconds(lambda: gather_tokens(latent, rows, 2), device, repeats) / 1e9,
+           "scatter_GBps": moved / mean_seconds(lambda: scatter_tokens(tokens, rows, latent.shape, 2), device, repeats) / 1e9}
     print(f"token kernels ({res['backend']}, {dtype}, {res['tokens']} tokens): gather {res['gather_GBps']:.0f} GB/s, "
           f"scatter {res['scatter_GBps']:.0f} GB/s", flush=True)
     return res
