@@ -16,6 +16,12 @@ from fastdit.testing import comfy_env  # noqa: E402
 _BASE = tempfile.mkdtemp(prefix="fastdit-tests-")
 PACK_NODES = comfy_env.boot(base_directory=_BASE)  # before any test module imports comfy
 
+# Tiny models run fastest on one thread; on a busy 2-core machine OpenMP's spinning threads make
+# them orders of magnitude slower.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; deselected by default, run with -m slow or make test-all")
@@ -25,17 +31,6 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def pack_nodes():
     return PACK_NODES
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine OpenMP's spinning threads
-    make them orders of magnitude slower. Use with pytest.mark.usefixtures("one_torch_thread")."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

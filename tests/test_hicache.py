@@ -24,9 +24,6 @@ SUMMARY = re.compile(r"(\d+) model evaluations = (\d+) full \+ (\d+) forecast; c
                      r"(\d+) slots x (\d+) conds?")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def _inputs(family, h=16, w=16, batch=1, seed=0):
     ref = tm.reference_latent(family, h, w) if family in EDIT else None
     pos, neg = tm.conditioning(family, 0, reference=ref), tm.conditioning(family, 1, reference=ref)

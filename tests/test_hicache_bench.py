@@ -4,9 +4,6 @@ import json
 import pytest
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def test_gpu_bench_runs_on_cpu_with_tiny(tmp_path):
     from bench import gpu_bench
     result = gpu_bench.main(["--tiny", "--out", str(tmp_path)])
