@@ -5,7 +5,6 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import sys
 import time
 

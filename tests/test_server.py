@@ -1,6 +1,5 @@
 """The pack inside the real ComfyUI server: node registration and shared workflows over HTTP."""
 import io
-import json
 
 import pytest
 from PIL import Image
