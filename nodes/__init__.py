@@ -2,9 +2,10 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare import FastDiTCompare
+from .demo import FastDiTDemoLoader, FastDiTDemoScene, FastDiTDemoTextEncode
 from .testing import FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel]
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene]
 
 
 class FastDiTExtension(ComfyExtension):
