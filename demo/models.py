@@ -96,8 +96,8 @@ def new(config=FLUX_CONFIG, seed=0):
                 m.weight.zero_()
                 m.bias.zero_()
     torch.manual_seed(seed)
-    return DemoModel(base, text.TextEncoder(config["context_in_dim"]), position.PositionEmbedding(config["hidden_size"]),
-                     dict(config), {})
+    pos = position.PositionEmbedding(config["hidden_size"], init_std=(4 * position.FREQUENCIES) ** -0.5)
+    return DemoModel(base, text.TextEncoder(config["context_in_dim"]), pos, dict(config), {})
 
 
 def weights_path(name):

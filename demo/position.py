@@ -39,11 +39,13 @@ def fourier_features(uv, frequencies=FREQUENCIES):
 
 
 class PositionEmbedding(nn.Module):
-    def __init__(self, hidden_size, frequencies=FREQUENCIES):
+    def __init__(self, hidden_size, frequencies=FREQUENCIES, init_std=0.0):
+        """init_std 0: adds nothing until trained (plain FLUX); training from scratch uses a
+        scale comparable to the input embedding, so the signal is there from the first step."""
         super().__init__()
         self.frequencies = frequencies
         self.proj = nn.Linear(4 * frequencies, hidden_size)
-        nn.init.zeros_(self.proj.weight)  # starts as plain FLUX
+        nn.init.normal_(self.proj.weight, std=init_std)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, img_ids):

@@ -27,8 +27,9 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # latent size -> (batch, share of steps); the batch keeps ~1-2k image tokens per step
-CURRICULUM = {16: (24, 0.40), 24: (12, 0.20), 32: (8, 0.25), 48: (3, 0.07), 64: (2, 0.08)}
+CURRICULUM = {16: (24, 0.45), 24: (12, 0.20), 32: (8, 0.20), 48: (3, 0.07), 64: (2, 0.08)}
 CFG_DROPOUT = 0.1
+OBJECT_WEIGHT = 2.0  # latent pixels covered by objects weigh 1 + this in the loss (objects are small)
 HIGH_T_SHIFT = 1.0   # t = shift_mu(u), u ~ U(0,1): mu = 1 puts more steps at high noise ...
 UNIFORM_SHARE = 0.3  # ... and this share of samples draws t uniformly
 FLUX_MU = 1.15       # comfy.supported_models.Flux sampling shift, used by the probe sampler
@@ -57,14 +58,24 @@ def encode_images(images, latent_format):
     return latent_format.process_in(pixels_to_latent(images))
 
 
+def object_weight(images, scenes, weight=OBJECT_WEIGHT):
+    """Loss weight per latent pixel [B,1,h,w]: 1, plus `weight` where a 2x2 patch shows an object
+    (any pixel differing from the scene's background)."""
+    from demo import world
+    h, w = images.shape[1:3]
+    bg = torch.stack([world._background(s.background, h, w) for s in scenes])
+    obj = ((images - bg).abs().amax(-1) > 0.02).float()[:, None]
+    return 1 + weight * torch.nn.functional.max_pool2d(obj, 2)
+
+
 def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
-    """(x0, word ids, slot ids, reference latents or None, scenes) for one step."""
+    """(x0, word ids, slot ids, reference latents or None, scenes, loss weights) for one step."""
     from demo import text, world
     h = w = 2 * size
     if task == "flux":
         scenes = [world.random_scene(gen) for _ in range(batch)]
         toks = [text.scene_tokens(s) for s in scenes]
-        x0 = encode_images(world.render(scenes, h, w, gen, jitter=0.03), latent_format)
+        images = world.render(scenes, h, w, gen, jitter=0.03)
         refs = None
     else:
         pairs = []
@@ -81,8 +92,10 @@ def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
             seed = int(torch.randint(2 ** 31, (1,), generator=gen))
             imgs_src.append(world.render(src, h, w, torch.Generator().manual_seed(seed), jitter=0.03)[0])
             imgs_tgt.append(_render_edit_target(src, tgt, h, w, seed))
-        x0 = encode_images(torch.stack(imgs_tgt), latent_format)
+        images = torch.stack(imgs_tgt)
         refs = [encode_images(torch.stack(imgs_src), latent_format)]
+    x0 = encode_images(images, latent_format)
+    weights = object_weight(images, scenes)
     words = torch.stack([t[0] for t in toks])
     slots = torch.stack([t[1] for t in toks])
     drop = torch.rand(batch, generator=gen) < cfg_dropout
@@ -90,7 +103,7 @@ def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
         nw, ns = text.null_tokens()
         words[drop] = nw
         slots[drop] = ns
-    return x0, words, slots, refs, scenes
+    return x0, words, slots, refs, scenes, weights
 
 
 def _render_edit_target(src, tgt, h, w, seed):
@@ -118,7 +131,7 @@ def forward(model, x, t, words, slots, refs):
     return model.diffusion_model(x, t, ctx, y=pooled, ref_latents=refs, transformer_options=opts)
 
 
-def loss_on(model, x0, words, slots, refs, gen):
+def loss_on(model, x0, words, slots, refs, gen, weights=None):
     t = sample_t(x0.shape[0], gen)
     eps = torch.randn(x0.shape, generator=gen)
     tt = t[:, None, None, None]
@@ -126,7 +139,10 @@ def loss_on(model, x0, words, slots, refs, gen):
     with torch.autocast("cpu", dtype=torch.bfloat16), \
             torch.autograd.graph.saved_tensors_hooks(lambda s: s.clone(), lambda s: s):  # Flux blocks add in place
         v = forward(model, xt, t, words, slots, refs)
-    return torch.nn.functional.mse_loss(v.float(), eps - x0)
+    err = (v.float() - (eps - x0)) ** 2
+    if weights is None:
+        return err.mean()
+    return (err * weights).mean() / weights.mean()
 
 
 @torch.no_grad()
@@ -163,7 +179,7 @@ def probe(model, task, latent_format, size=16, n=16, steps=12, cfg=3.0):
         toks = [text.scene_tokens(s) for s in scenes]
         refs = None
     else:
-        x0, words, slots, refs, scenes = make_batch("kontext", size, n, gen, latent_format, cfg_dropout=0.0)
+        x0, words, slots, refs, scenes, _ = make_batch("kontext", size, n, gen, latent_format, cfg_dropout=0.0)
         nw, ns = text.null_tokens()
         toks = list(zip(words, slots))
     x = sample(model, toks, size, steps, cfg, refs=refs)
@@ -258,11 +274,11 @@ def main(argv=None):
         t0 = time.time()
         size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
         batch = curriculum[size][0]
-        x0, words, slots, refs, _ = make_batch(args.task, size, batch, gen, latent_format)
+        x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format)
         lr = args.lr * min(1.0, (state["step"] + 1) / 200)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = loss_on(model, x0, words, slots, refs, gen)
+        loss = loss_on(model, x0, words, slots, refs, gen, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -84,3 +84,14 @@ def test_cli_lists_and_runs(tmp_path, capsys):
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="tiny-flux, tiny-flux_kontext"):
         fidelity.run("tiny-sdxl", ["baseline"], steps=1, size=(8, 8), n_prompts=1)
+
+
+def test_demo_models_report_scene_accuracy_and_unedited_psnr():
+    flux = fidelity.run("demo-flux", ["baseline"], steps=2, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
+    row = flux["rows"][0]
+    assert 0 <= row["scene_accuracy"] <= 1 and 0 <= row["shape_accuracy"] <= 1
+    edit = fidelity.run("demo-kontext", ["baseline"], steps=2, size=(8, 8), n_prompts=1, warmup=False,
+                        log=lambda s: None)
+    assert edit["rows"][0]["unedited_psnr"] != "inf" and edit["rows"][0]["unedited_psnr"] > 0
+    assert " | make the" in edit["jobs"][0]["label"] or " | remove the" in edit["jobs"][0]["label"] \
+        or " | move the" in edit["jobs"][0]["label"]
