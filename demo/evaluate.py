@@ -51,7 +51,9 @@ def sample_images(demo, prompts, size, steps, cfg, seed, refs=None, batch=16):
 
 
 def task_of(demo, name):
-    """"flux" or "kontext": from the weights' metadata, else from the name."""
+    """"flux" or "kontext": from the model's name, else from the weights' metadata or file name."""
+    if name in ("demo-flux", "demo-kontext"):
+        return name[len("demo-"):]
     return demo.metadata.get("task") or ("kontext" if "kontext" in os.path.basename(name) else "flux")
 
 

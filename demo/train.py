@@ -28,6 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # latent size -> (batch, share of steps); the batch keeps ~1-2k image tokens per step
 CURRICULUM = {16: (24, 0.45), 24: (12, 0.20), 32: (8, 0.20), 48: (3, 0.07), 64: (2, 0.08)}
+# edits carry the source image as reference tokens: half the batch for the same token count
+EDIT_CURRICULUM = {16: (12, 0.45), 24: (6, 0.20), 32: (4, 0.20), 48: (2, 0.07), 64: (1, 0.08)}
 CFG_DROPOUT = 0.1
 OBJECT_WEIGHT = 2.0  # latent pixels covered by objects weigh 1 + this in the loss (objects are small)
 HIGH_T_SHIFT = 1.0   # t = shift_mu(u), u ~ U(0,1): mu = 1 puts more steps at high noise ...
@@ -231,7 +233,8 @@ def main(argv=None):
     latent_format = comfy.latent_formats.Flux()
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    curriculum = {int(k): tuple(v) for k, v in json.loads(args.curriculum).items()} if args.curriculum else CURRICULUM
+    curriculum = {int(k): tuple(v) for k, v in json.loads(args.curriculum).items()} if args.curriculum \
+        else (CURRICULUM if args.task == "flux" else EDIT_CURRICULUM)
 
     model = models.load(args.init) if args.init else models.new(seed=args.seed)
     params = _params(model)

@@ -9,7 +9,8 @@ A prompt names every object (size, colour, shape, coarse position) and the backg
 them exactly (analytic anti-aliasing; optional seeded jitter of position and size for training
 data). `scene_accuracy` scores a generated image against its prompt: the fraction of objects whose
 colour mask overlaps the rendered object with IoU >= 0.5, the analogue of a prompt-alignment score
-for this world; `shape_accuracy` tells shapes apart by template matching. Edits ("make the circle
+for this world; `shape_accuracy` also requires the right shape, told apart by template matching
+(IoU alone cannot tell a circle from a square of the same size). Edits ("make the circle
 blue", "remove the square", "move the triangle left") turn a scene into another one, so the pixels an
 edit must leave alone are known exactly.
 """
@@ -371,13 +372,15 @@ def shape_of(mask, obj):
 
 
 def shape_accuracy(images, scenes):
-    """Mean over images of the fraction of objects whose colour mask is best matched by the
-    template of the prompted shape."""
+    """Mean over images of the fraction of objects found (as in scene_accuracy) AND drawn with the
+    prompted shape: the template of that shape matches the colour mask best."""
     images, scenes = _batch(images, scenes)
     scores = []
     for img, s in zip(images, scenes):
+        _, vis = render_layers(s, img.shape[0], img.shape[1])
         masks = color_masks(img, s)
-        scores.append(sum(shape_of(m, o) == o.shape for m, o in zip(masks, s.objects)) / len(s.objects))
+        scores.append(sum(_iou(m, v >= 0.5) >= IOU_THRESHOLD and shape_of(m, o) == o.shape
+                          for m, v, o in zip(masks, vis, s.objects)) / len(s.objects))
     return sum(scores) / len(scores)
 
 

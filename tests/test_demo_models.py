@@ -74,3 +74,14 @@ def test_unknown_demo_model_is_named():
 
 def test_context_width_matches_the_text_encoder(fresh):
     assert fresh.config["context_in_dim"] == fresh.config["vec_in_dim"] == text.EMBED_DIM
+
+
+@pytest.mark.parametrize("name", ["demo-flux", "demo-kontext"])
+def test_evaluation_script_scores_and_draws(name, tmp_path):
+    from demo import evaluate
+    grid = tmp_path / "grid.png"
+    rows = evaluate.evaluate(name, n_prompts=2, sizes=[8], steps=2, cfg=3.0, grid=str(grid), grid_count=2)
+    assert rows[0]["size"] == 8 and 0 <= rows[0]["shape_accuracy"] <= rows[0]["scene_accuracy"] <= 1
+    assert ("unedited_psnr" in rows[0]) == (name == "demo-kontext")
+    from PIL import Image
+    assert Image.open(grid).size[0] >= (2 if name == "demo-flux" else 3) * 96

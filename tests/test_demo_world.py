@@ -101,3 +101,9 @@ def test_edits_apply_and_know_the_unedited_pixels():
         src = W.random_scene(gen, unique_shapes=True)
         e = W.random_edit(gen, src)
         assert e is None or W.parse_edit(e.prompt()) == e and e.apply(src) != src
+
+
+def test_shape_accuracy_needs_the_object_to_be_found():
+    s = _scene("a large red circle at the center, on a white background")
+    noise = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    assert W.scene_accuracy(noise, s) == 0.0 and W.shape_accuracy(noise, s) == 0.0
