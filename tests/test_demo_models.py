@@ -38,7 +38,7 @@ def test_demo_model_is_a_flux_model_within_the_size_budget(fresh):
 def test_save_load_round_trip_samples_the_same(fresh, tmp_path):
     path = tmp_path / "m.safetensors"
     fresh.save(str(path), dtype=torch.float32, note="test")
-    back = models.load(str(path))
+    back = models.load(str(path), dtype=torch.float32)
     assert back.metadata["note"] == "test" and back.config == fresh.config
     prompt = "a red circle at the top left, on a white background"
     a = _sample(fresh.patcher(), fresh, prompt)
