@@ -236,7 +236,7 @@ def main(argv=None):
     curriculum = {int(k): tuple(v) for k, v in json.loads(args.curriculum).items()} if args.curriculum \
         else (CURRICULUM if args.task == "flux" else EDIT_CURRICULUM)
 
-    model = models.load(args.init) if args.init else models.new(seed=args.seed)
+    model = models.load(args.init, dtype=torch.float32) if args.init else models.new(seed=args.seed)
     params = _params(model)
     for p in params:
         p.requires_grad_(True)

@@ -41,3 +41,13 @@ def test_probe_scores_a_model():
     import comfy.latent_formats
     res = train.probe(models.new(), "flux", comfy.latent_formats.Flux(), size=8, n=2, steps=1)
     assert set(res) == {"scene_acc", "shape_acc"} and 0 <= res["scene_acc"] <= 1
+
+
+def test_finetuning_starts_from_fp32_weights(tmp_path):
+    path = str(tmp_path / "m.safetensors")
+    models.new().save(path)  # shipped files are bf16
+    out = str(tmp_path / "run")
+    assert train.main(["--task", "kontext", "--init", path, "--out", out, "--max-steps", "1", "--curriculum",
+                       json.dumps({"8": [1, 1.0]}), "--probe-minutes", "1000"]) == 0
+    ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    assert all(p.dtype == torch.float32 for p in ck["params"])
