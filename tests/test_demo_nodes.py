@@ -72,3 +72,24 @@ def test_demo_kontext_workflow_over_http(comfy_server):
     assert img.size == (64, 64)
     unedited = entry["outputs"]["12"]["fastdit_metrics"][0]
     assert "(masked)" in entry["outputs"]["12"]["text"][0] and float(unedited["psnr"]) > 0
+
+
+def test_sampler_custom_advanced_graph_runs_on_demo_kontext():
+    g = {
+        "1": {"class_type": "FastDiTDemoLoader", "inputs": {"model_name": "demo-kontext"}},
+        "2": {"class_type": "FastDiTDemoScene", "inputs": {"prompt": PROMPT, "width": 32, "height": 32, "edit": ""}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 1]}},
+        "4": {"class_type": "FastDiTDemoTextEncode", "inputs": {"model_name": "demo-kontext", "prompt": "remove the square"}},
+        "5": {"class_type": "FastDiTDemoTextEncode", "inputs": {"model_name": "demo-kontext", "prompt": ""}},
+        "6": {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["4", 0], "latent": ["3", 0]}},
+        "7": {"class_type": "ReferenceLatent", "inputs": {"conditioning": ["5", 0], "latent": ["3", 0]}},
+        "8": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["6", 0], "negative": ["7", 0], "cfg": 3.0}},
+        "9": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 4, "denoise": 1.0}},
+        "12": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["9", 0], "guider": ["8", 0], "sampler": ["10", 0],
+                                                                "sigmas": ["11", 0], "latent_image": ["3", 0]}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["1", 1]}},
+        "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+    }
+    assert len(execute(g)["14"]["images"]) == 1
