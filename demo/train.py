@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -273,7 +274,10 @@ def main(argv=None):
     t_start = time.time()
     last_ckpt = last_probe = time.time()
     losses = []
-    while time.time() - t_start < args.minutes * 60 and (args.max_steps is None or state["step"] < args.max_steps):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))  # `kill PID`: checkpoint, then exit
+    while not stop and time.time() - t_start < args.minutes * 60 and \
+            (args.max_steps is None or state["step"] < args.max_steps):
         t0 = time.time()
         size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
         batch = curriculum[size][0]
@@ -293,7 +297,7 @@ def main(argv=None):
         losses.append(loss.item())
         if state["step"] % 50 == 0:
             rec = {"step": state["step"], "loss": sum(losses) / len(losses), "images": state["images"],
-                   "minutes": round(state["seconds"] / 60, 2), "img_per_s": round(batch / (time.time() - t0), 1)}
+                   "minutes": round(state["seconds"] / 60, 2), "img_per_s": round(batch / (time.time() - t0), 1), "lr": lr}
             losses = []
             log.write(json.dumps(rec) + "\n")
             log.flush()
