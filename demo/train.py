@@ -66,7 +66,7 @@ def object_weight(images, scenes, weight=OBJECT_WEIGHT):
     (any pixel differing from the scene's background)."""
     from demo import world
     h, w = images.shape[1:3]
-    bg = torch.stack([world._background(s.background, h, w) for s in scenes])
+    bg = torch.stack([world.background_image(s.background, h, w) for s in scenes])
     obj = ((images - bg).abs().amax(-1) > 0.02).float()[:, None]
     return 1 + weight * torch.nn.functional.max_pool2d(obj, 2)
 
@@ -112,18 +112,9 @@ def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
 def _render_edit_target(src, tgt, h, w, seed):
     """The target drawn with the same per-object jitter as the source (objects matched by shape)."""
     from demo import world
-    gen = torch.Generator().manual_seed(seed)
-    jit = {}
-    for o in src.objects:  # replay the source's jitter draws in order
-        d = ((torch.rand(2, generator=gen) * 2 - 1) * 0.03).tolist()
-        ds = 1 + float((torch.rand(1, generator=gen) * 2 - 1) * 4 * 0.03)
-        jit[o.shape] = (d[0], d[1], ds)
-    img = world._background(tgt.background, h, w)
-    for o in tgt.objects:
-        dx, dy, ds = jit.get(o.shape, (0.0, 0.0, 1.0))
-        a = world._coverage(o, h, w, dx, dy, ds)
-        img = img * (1 - a[..., None]) + torch.tensor(world.COLORS[o.color]) * a[..., None]
-    return img
+    jitter = dict(zip((o.shape for o in src.objects),
+                      world.draw_jitter(len(src.objects), torch.Generator().manual_seed(seed), 0.03)))
+    return world.render_layers(tgt, h, w, offsets=[jitter[o.shape] for o in tgt.objects])[0]
 
 
 def forward(model, x, t, words, slots, refs):

@@ -274,7 +274,8 @@ def _coverage(obj, h, w, dx=0.0, dy=0.0, ds=1.0):
     return (0.5 - _sdf(obj.shape, px, py, radius)).clamp(0, 1)  # analytic anti-aliasing
 
 
-def _background(bg, h, w):
+def background_image(bg, h, w):
+    """The background alone, [h,w,3]."""
     c1 = torch.tensor(BACKGROUND_COLORS[bg.color])
     if bg.color2 is None:
         return c1.expand(h, w, 3).clone()
@@ -285,20 +286,27 @@ def _background(bg, h, w):
     return (ramp[:, None, :].expand(h, w, 3) if bg.direction == "vertical" else ramp[None].expand(h, w, 3)).clone()
 
 
-def render_layers(scene, h, w, gen=None, jitter=0.0):
+def draw_jitter(n, gen, jitter):
+    """n (dx, dy, size factor) offsets from `gen`: positions move by up to `jitter` (fraction of
+    the image), sizes by up to 4 * jitter relative."""
+    out = []
+    for _ in range(n):
+        dx, dy = ((torch.rand(2, generator=gen) * 2 - 1) * jitter).tolist()
+        out.append((dx, dy, 1 + float((torch.rand(1, generator=gen) * 2 - 1) * 4 * jitter)))
+    return out
+
+
+def render_layers(scene, h, w, gen=None, jitter=0.0, offsets=None):
     """(image [h,w,3], visible coverage of each object [n,h,w]) for one scene.
 
-    With a generator, object positions move by up to `jitter` (fraction of the image) and sizes by up
-    to 4 * jitter relative."""
-    img = _background(scene.background, h, w)
+    Objects are exact unless jittered: by `offsets` (one (dx, dy, size factor) per object) or by
+    offsets drawn from `gen` (see draw_jitter)."""
+    if offsets is None:
+        offsets = draw_jitter(len(scene.objects), gen, jitter) if gen is not None and jitter > 0 \
+            else [(0.0, 0.0, 1.0)] * len(scene.objects)
+    img = background_image(scene.background, h, w)
     covs = []
-    for o in scene.objects:
-        if gen is not None and jitter > 0:
-            dx, dy = ((torch.rand(2, generator=gen) * 2 - 1) * jitter).tolist()
-            ds = 1 + float((torch.rand(1, generator=gen) * 2 - 1) * 4 * jitter)
-        else:
-            dx = dy = 0.0
-            ds = 1.0
+    for o, (dx, dy, ds) in zip(scene.objects, offsets):
         a = _coverage(o, h, w, dx, dy, ds)
         img = img * (1 - a[..., None]) + torch.tensor(COLORS[o.color]) * a[..., None]
         covs = [c * (1 - a) for c in covs] + [a]
@@ -327,7 +335,7 @@ def color_masks(image, scene):
     pixel, so gradients and similar hues (orange / yellow) do not leak into each other."""
     h, w = image.shape[:2]
     palette = torch.tensor(list(COLORS.values()))  # [P,3]
-    bg = _background(scene.background, h, w)
+    bg = background_image(scene.background, h, w)
     d_obj = torch.cdist(image.reshape(-1, 3).float(), palette).reshape(h, w, -1)  # [h,w,P]
     d_bg = (image.float() - bg).norm(dim=-1)
     nearest = d_obj.argmin(-1)
