@@ -51,3 +51,24 @@ def test_finetuning_starts_from_fp32_weights(tmp_path):
                        json.dumps({"8": [1, 1.0]}), "--probe-minutes", "1000"]) == 0
     ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
     assert all(p.dtype == torch.float32 for p in ck["params"])
+
+
+def test_kill_checkpoints_and_stops(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "demo.train", "--task", "flux", "--out", out, "--minutes", "10",
+                             "--curriculum", json.dumps({"8": [1, 1.0]}), "--probe-minutes", "1000"],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(log) and os.path.getsize(log) > 0):
+        time.sleep(0.2)  # training has run 50 steps
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped at step" in text
+    ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    assert ck["state"]["step"] >= 50
