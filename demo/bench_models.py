@@ -1,5 +1,7 @@
 """The demo models as bench models (bench/models.py): prompts of the demo world, scored by scene
 accuracy; demo-kontext edits also report the PSNR of the region the edit must leave alone."""
+import os
+
 import torch
 
 from bench.models import BenchModel, Job
@@ -75,5 +77,20 @@ def _with_reference(conditioning, latent):
     return [[c, {**extras, "reference_latents": [latent]}] for c, extras in conditioning]
 
 
-def load(name):
-    return {"demo-flux": DemoFlux, "demo-kontext": DemoKontext}[name]()
+def is_demo_weights(path):
+    from safetensors import safe_open
+    try:
+        with safe_open(path, "pt") as f:
+            return "config" in (f.metadata() or {})
+    except Exception:
+        return False
+
+
+def load(name_or_path):
+    """A bench model for demo-flux / demo-kontext or a demo weights file (task from its metadata)."""
+    if name_or_path in models.WEIGHT_FILES:
+        return {"demo-flux": DemoFlux, "demo-kontext": DemoKontext}[name_or_path]()
+    demo = models.load(name_or_path)
+    bench_model = DemoKontext(demo) if demo.metadata.get("task") == "kontext" else DemoFlux(demo)
+    bench_model.name = os.path.basename(name_or_path)
+    return bench_model

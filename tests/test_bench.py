@@ -105,3 +105,11 @@ def test_easycache_row_protects_fp32_latents_from_comfyuis_in_place_add():
     copied, raw = res["rows"][1], res["rows"][2]
     assert copied["cost_ratio"] < 0.6 and raw["cost_ratio"] < 0.6   # both skip steps
     assert copied["psnr"] > raw["psnr"] + 10                          # only the unprotected one is corrupted
+
+
+def test_a_demo_weights_file_is_benched_as_its_task(tmp_path):
+    from demo import models
+    path = str(tmp_path / "snapshot.safetensors")
+    models.new().save(path, task="kontext")
+    res = fidelity.run(path, ["baseline"], steps=1, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
+    assert res["model"] == "snapshot.safetensors" and "unedited_psnr" in res["rows"][0]
