@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - run the shared workflows through the real ComfyUI server and print the results
+#   make demo   - run the shared workflows through the real ComfyUI server, then the demo-model bench
 #   make test   - run the test suite (the fast default set, real ComfyUI included)
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -69,7 +69,7 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
         noise = _prepare_noise(job.latent, job.seed)
         counter.reset()
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.no_grad():  # as ComfyUI's executor runs nodes
             lat = configs[i].sample(prepared[i], noise, job.positive, job.negative, job.latent, n_steps, cfg, job.seed)
         return lat, time.perf_counter() - t0, counter.flops
 

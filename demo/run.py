@@ -1,6 +1,9 @@
-"""`make demo`: run every shared workflow through the real ComfyUI server on CPU and print results.
+"""`make demo`: run every shared workflow through the real ComfyUI server on CPU and print results,
+then bench the demo model: baseline against every accelerated configuration that exists, side by
+side in one process (python -m bench.fidelity), and print the table.
 
-Images are copied to out/demo/. Usage: python -m demo.run [--keep-server-dir]"""
+Images are copied to out/demo/, the bench's results.json and grid.png to out/demo/bench/.
+Usage: python -m demo.run [--out DIR] [--bench-prompts N] [--no-bench]"""
 import argparse
 import glob
 import json
@@ -39,6 +42,10 @@ def summarize(entry, server, out_dir, name):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.path.join(ROOT, "out", "demo"))
+    ap.add_argument("--no-bench", action="store_true", help="only run the workflows")
+    ap.add_argument("--bench-prompts", type=int, default=2, help="prompts of the bench (default 2)")
+    ap.add_argument("--bench-steps", type=int, default=50)
+    ap.add_argument("--bench-size", type=int, default=64, help="latent side of the bench (default 64: 1024 tokens)")
     args = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
     from fastdit.testing.server import ComfyServer, execution_error
@@ -59,7 +66,25 @@ def main(argv=None):
                 failures += 1
                 err = execution_error(entry) or {}
                 print(f"  {err.get('node_type')}: {err.get('exception_message')}")
+    if not args.no_bench:
+        failures += run_bench(args)
     return 1 if failures else 0
+
+
+def run_bench(args):
+    """The demo-flux bench: the baseline vs every registered configuration (with its defaults)."""
+    from bench import fidelity
+    fidelity._boot()
+    from bench import configs as registry
+    names = ["baseline"] + [n for n in registry.available() if n != "baseline"]
+    out = os.path.join(args.out, "bench")
+    print(f"\nBench: demo-flux, {args.bench_steps} steps, {args.bench_size}x{args.bench_size} latent, "
+          f"{args.bench_prompts} prompt(s), configurations {', '.join(names)}")
+    t0 = time.time()
+    code = fidelity.main(["--model", "demo-flux", "--configs", *names, "--steps", str(args.bench_steps),
+                          "--size", str(args.bench_size), "--prompts", str(args.bench_prompts), "--out", out])
+    print(f"bench done in {time.time() - t0:.0f}s")
+    return code
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 from comfy_api.latest import ComfyExtension
 
 from .compare import FastDiTCompare
+from .demo import FastDiTDemoLoader, FastDiTDemoScene, FastDiTDemoTextEncode
 from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .hicache import FastDiTHiCache
 from .testing import FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel, FastDiTHiCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene,
+         FastDiTHiCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
 
 
 class FastDiTExtension(ComfyExtension):

@@ -84,3 +84,32 @@ def test_cli_lists_and_runs(tmp_path, capsys):
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="tiny-flux, tiny-flux_kontext"):
         fidelity.run("tiny-sdxl", ["baseline"], steps=1, size=(8, 8), n_prompts=1)
+
+
+def test_demo_models_report_scene_accuracy_and_unedited_psnr():
+    flux = fidelity.run("demo-flux", ["baseline"], steps=2, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
+    row = flux["rows"][0]
+    assert 0 <= row["scene_accuracy"] <= 1 and 0 <= row["shape_accuracy"] <= 1
+    edit = fidelity.run("demo-kontext", ["baseline"], steps=2, size=(8, 8), n_prompts=1, warmup=False,
+                        log=lambda s: None)
+    assert edit["rows"][0]["unedited_psnr"] != "inf" and edit["rows"][0]["unedited_psnr"] > 0
+    assert " | make the" in edit["jobs"][0]["label"] or " | remove the" in edit["jobs"][0]["label"] \
+        or " | move the" in edit["jobs"][0]["label"]
+
+
+def test_easycache_row_protects_fp32_latents_from_comfyuis_in_place_add():
+    """0.3.75's EasyCache adds its cached difference to the network input in place; with an fp32
+    model that input is the sampler's own latent. The bench row hands it a copy by default."""
+    res = fidelity.run("tiny-flux", ["easycache:reuse_threshold=1.5", "easycache:reuse_threshold=1.5,copy_input=false"],
+                       steps=30, size=(16, 16), n_prompts=1, warmup=False, log=lambda s: None)
+    copied, raw = res["rows"][1], res["rows"][2]
+    assert copied["cost_ratio"] < 0.6 and raw["cost_ratio"] < 0.6   # both skip steps
+    assert copied["psnr"] > raw["psnr"] + 10                          # only the unprotected one is corrupted
+
+
+def test_a_demo_weights_file_is_benched_as_its_task(tmp_path):
+    from demo import models
+    path = str(tmp_path / "snapshot.safetensors")
+    models.new().save(path, task="kontext")
+    res = fidelity.run(path, ["baseline"], steps=1, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
+    assert res["model"] == "snapshot.safetensors" and "unedited_psnr" in res["rows"][0]

@@ -1,0 +1,96 @@
+"""The demo models as bench models (bench/models.py): prompts of the demo world, scored by scene
+accuracy; demo-kontext edits also report the PSNR of the region the edit must leave alone."""
+import os
+
+import torch
+
+from bench.models import BenchModel, Job
+
+from . import models, world
+
+DEFAULT_CFG = 3.0  # the demo models are trained with 10% unconditional prompts and sampled with CFG
+
+
+def _scorer(scene):
+    def score(images):
+        return {"scene_accuracy": world.scene_accuracy(images, scene),
+                "shape_accuracy": world.shape_accuracy(images, scene)}
+    return score
+
+
+def edit_cases(n, seed=4321):
+    """n (source scene, edit) pairs with unique shapes, reproducible."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        src = world.random_scene(gen, n_objects=int(torch.randint(2, 4, (1,), generator=gen)), unique_shapes=True)
+        edit = world.random_edit(gen, src)
+        if edit is not None:
+            out.append((src, edit))
+    return out
+
+
+class DemoFlux(BenchModel):
+    name = "demo-flux"
+    default_cfg = DEFAULT_CFG
+
+    def __init__(self, demo=None):
+        self.demo = demo or models.cached("demo-flux")
+        super().__init__(self.demo.patcher(), models.vae())
+
+    def jobs(self, n_prompts, seeds, height, width):
+        negative = self.demo.conditioning("")
+        out = []
+        for prompt in world.benchmark_prompts(n_prompts):
+            scene = world.parse(prompt)
+            latent = torch.zeros(1, 16, height, width)
+            out += [Job(prompt, self.demo.conditioning(prompt), negative, latent, s, score=_scorer(scene))
+                    for s in seeds]
+        return out
+
+
+class DemoKontext(BenchModel):
+    name = "demo-kontext"
+    default_cfg = DEFAULT_CFG
+
+    def __init__(self, demo=None):
+        self.demo = demo or models.cached("demo-kontext")
+        super().__init__(self.demo.patcher(), models.vae())
+
+    def jobs(self, n_prompts, seeds, height, width):
+        out = []
+        h, w = 2 * height, 2 * width
+        for src, edit in edit_cases(n_prompts):
+            target = edit.apply(src)
+            source_img = world.render(src, h, w)
+            ref = self.vae.encode(source_img)
+            pos = _with_reference(self.demo.conditioning(edit.prompt()), ref)
+            neg = _with_reference(self.demo.conditioning(""), ref)
+            latent = torch.zeros(1, 16, height, width)
+            mask = world.unedited_mask(src, target, h, w)[None]
+            out += [Job(f"{src.prompt()} | {edit.prompt()}", pos, neg, latent, s, score=_scorer(target),
+                        source=source_img, unedited_mask=mask) for s in seeds]
+        return out
+
+
+def _with_reference(conditioning, latent):
+    return [[c, {**extras, "reference_latents": [latent]}] for c, extras in conditioning]
+
+
+def is_demo_weights(path):
+    from safetensors import safe_open
+    try:
+        with safe_open(path, "pt") as f:
+            return "config" in (f.metadata() or {})
+    except Exception:
+        return False
+
+
+def load(name_or_path):
+    """A bench model for demo-flux / demo-kontext or a demo weights file (task from its metadata)."""
+    if name_or_path in models.WEIGHT_FILES:
+        return {"demo-flux": DemoFlux, "demo-kontext": DemoKontext}[name_or_path]()
+    demo = models.load(name_or_path)
+    bench_model = DemoKontext(demo) if demo.metadata.get("task") == "kontext" else DemoFlux(demo)
+    bench_model.name = os.path.basename(name_or_path)
+    return bench_model
