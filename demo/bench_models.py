@@ -30,13 +30,17 @@ def edit_cases(n, seed=4321):
     return out
 
 
-class DemoFlux(BenchModel):
-    name = "demo-flux"
+class DemoBenchModel(BenchModel):
+    """A demo model (its shipped weights by `name`, or a loaded DemoModel) with the demo VAE."""
     default_cfg = DEFAULT_CFG
 
     def __init__(self, demo=None):
-        self.demo = demo or models.cached("demo-flux")
+        self.demo = demo or models.cached(self.name)
         super().__init__(self.demo.patcher(), models.vae())
+
+
+class DemoFlux(DemoBenchModel):
+    name = "demo-flux"
 
     def jobs(self, n_prompts, seeds, height, width):
         negative = self.demo.conditioning("")
@@ -49,13 +53,8 @@ class DemoFlux(BenchModel):
         return out
 
 
-class DemoKontext(BenchModel):
+class DemoKontext(DemoBenchModel):
     name = "demo-kontext"
-    default_cfg = DEFAULT_CFG
-
-    def __init__(self, demo=None):
-        self.demo = demo or models.cached("demo-kontext")
-        super().__init__(self.demo.patcher(), models.vae())
 
     def jobs(self, n_prompts, seeds, height, width):
         out = []
