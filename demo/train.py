@@ -167,14 +167,12 @@ def probe(model, task, latent_format, size=16, n=16, steps=12, cfg=3.0):
     from demo import text, world
     from demo.latent_space import latent_to_pixels
     gen = torch.Generator().manual_seed(777)
-    h = w = 2 * size
     if task == "flux":
         scenes = [world.random_scene(gen) for _ in range(n)]
         toks = [text.scene_tokens(s) for s in scenes]
         refs = None
     else:
         x0, words, slots, refs, scenes, _ = make_batch("kontext", size, n, gen, latent_format, cfg_dropout=0.0)
-        nw, ns = text.null_tokens()
         toks = list(zip(words, slots))
     x = sample(model, toks, size, steps, cfg, refs=refs)
     imgs = latent_to_pixels(latent_format.process_out(x))
