@@ -49,10 +49,12 @@ class PositionEmbedding(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, img_ids):
-        """img_ids [B,N,3] (identical across the batch, as FLUX builds them) -> [1,N,hidden]."""
-        feats = fourier_features(normalised_coordinates(img_ids[0]), self.frequencies)
+        """img_ids [B,N,3] -> [1,N,hidden] when every row is the same (as FLUX builds them), else
+        [B,N,hidden] (a mixed-resolution batch gives each sample its own token layout)."""
+        rows = img_ids[:1] if bool((img_ids == img_ids[:1]).all()) else img_ids
+        feats = torch.stack([fourier_features(normalised_coordinates(r), self.frequencies) for r in rows])
         w, b = self.proj.weight, self.proj.bias
-        return nn.functional.linear(feats.to(w.device, w.dtype), w, b)[None]
+        return nn.functional.linear(feats.to(w.device, w.dtype), w, b)
 
 
 def post_input_patch(embedding):

@@ -40,3 +40,13 @@ def test_patch_adds_the_embedding_out_of_place():
     out = patch(args)["img"]
     assert out.shape == img.shape and not torch.equal(out, img) and torch.equal(args["img"], img)
     assert torch.allclose(out[0] - img[0], out[1] - img[1], atol=1e-5)  # one embedding for the batch
+
+
+def test_samples_with_their_own_layouts_get_their_own_embeddings():
+    emb = position.PositionEmbedding(16, init_std=1.0)
+    # same token count, tokens at other places (Fresco: other cells upsampled in each sample)
+    first, second = _ids(8, 8), _ids(8, 8).flip(0)
+    per_sample = emb(torch.stack([first, second]))
+    assert per_sample.shape == (2, 64, 16)
+    assert torch.allclose(per_sample[0], emb(first[None])[0]) and torch.allclose(per_sample[1], emb(second[None])[0])
+    assert not torch.allclose(per_sample[0], per_sample[1])
