@@ -55,7 +55,7 @@ def scene_tokens(scene):
 def edit_tokens(edit):
     arg = {"recolor": f"color:{edit.argument}", "move": f"direction:{edit.argument}"}.get(edit.action)
     toks = [_token([f"edit:{edit.action}"] + ([arg] if arg else []), "edit"),
-            _token([f"shape:{edit.shape}"], "edit target"),
+            _token([f"shape:{edit.shape}"] + ([f"color:{edit.color}"] if edit.color else []), "edit target"),
             _token(["<absent>"], "object 2"), _token(["<absent>"], "object 3")]
     return _stack(toks)
 

@@ -76,23 +76,29 @@ class Scene:
 
 @dataclasses.dataclass(frozen=True)
 class Edit:
-    """An instruction on a scene whose shapes are all different: recolor / remove / move."""
+    """An instruction on a scene whose shapes are all different: recolor / remove / move. It may name
+    the target's current colour as well ("make the red circle blue"), a cue that is easier to find in
+    the source image than the shape alone."""
     action: str   # "recolor", "remove", "move"
     shape: str
     argument: str = None  # colour (recolor) or direction (move)
+    color: str = None     # the target's colour in the source, when the instruction names it
+
+    def target(self):
+        return f"{self.color} {self.shape}" if self.color else self.shape
 
     def prompt(self):
         if self.action == "recolor":
-            return f"make the {self.shape} {self.argument}"
+            return f"make the {self.target()} {self.argument}"
         if self.action == "remove":
-            return f"remove the {self.shape}"
-        return f"move the {self.shape} {self.argument}"
+            return f"remove the {self.target()}"
+        return f"move the {self.target()} {self.argument}"
 
     def apply(self, scene):
         objs = list(scene.objects)
-        idx = [i for i, o in enumerate(objs) if o.shape == self.shape]
+        idx = [i for i, o in enumerate(objs) if o.shape == self.shape and self.color in (None, o.color)]
         if len(idx) != 1:
-            raise ValueError(f"'{self.prompt()}' needs exactly one {self.shape} in the scene, found {len(idx)}")
+            raise ValueError(f"'{self.prompt()}' needs exactly one {self.target()} in the scene, found {len(idx)}")
         i = idx[0]
         if self.action == "recolor":
             objs[i] = dataclasses.replace(objs[i], color=self.argument)
@@ -170,18 +176,18 @@ def parse(prompt):
 
 def parse_edit(prompt):
     text = " ".join(prompt.lower().split())
-    m = re.fullmatch(r"make the (\w+) (\w+)", text)
-    if m and m.group(1) in SHAPES and m.group(2) in COLORS:
-        return Edit("recolor", m.group(1), m.group(2))
-    m = re.fullmatch(r"remove the (\w+)", text)
-    if m and m.group(1) in SHAPES:
-        return Edit("remove", m.group(1))
-    m = re.fullmatch(r"move the (\w+) (\w+)", text)
-    if m and m.group(1) in SHAPES and m.group(2) in DIRECTIONS:
-        return Edit("move", m.group(1), m.group(2))
-    raise PromptError(f"cannot read the edit {prompt!r}: expected 'make the <shape> <colour>', 'remove the "
-                      f"<shape>' or 'move the <shape> left|right|up|down' with shapes {', '.join(SHAPES)} and "
-                      f"colours {', '.join(COLORS)}")
+    target = r"the (?:(\w+) )?(\w+)"  # [colour] shape
+    for action, pattern, arguments in (("recolor", rf"make {target} (\w+)", COLORS), ("remove", rf"remove {target}", None),
+                                       ("move", rf"move {target} (\w+)", DIRECTIONS)):
+        m = re.fullmatch(pattern, text)
+        if not m:
+            continue
+        color, shape, argument = m.group(1), m.group(2), (m.group(3) if arguments else None)
+        if shape in SHAPES and color in (None, *COLORS) and (arguments is None or argument in arguments):
+            return Edit(action, shape, argument, color)
+    raise PromptError(f"cannot read the edit {prompt!r}: expected 'make the [colour] <shape> <colour>', 'remove the "
+                      f"[colour] <shape>' or 'move the [colour] <shape> left|right|up|down' with shapes "
+                      f"{', '.join(SHAPES)} and colours {', '.join(COLORS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +220,9 @@ def random_scene(gen, n_objects=None, unique_shapes=False):
     return Scene(objs, random_background(gen))
 
 
-def random_edit(gen, scene):
-    """A random valid edit of a scene with unique shapes (None if the scene allows none)."""
+def random_edit(gen, scene, name_color=0.8):
+    """A random valid edit of a scene with unique shapes (None if the scene allows none); with
+    probability `name_color` the instruction also names the target's colour."""
     options = []
     used_colors = {o.color for o in scene.objects}
     used_positions = {o.position for o in scene.objects}
@@ -234,7 +241,10 @@ def random_edit(gen, scene):
     # the three kinds equally likely
     kinds = sorted({e.action for e in options})
     kind = _choice(gen, kinds)
-    return _choice(gen, [e for e in options if e.action == kind])
+    edit = _choice(gen, [e for e in options if e.action == kind])
+    if float(torch.rand(1, generator=gen)) < name_color:
+        edit = dataclasses.replace(edit, color=next(o.color for o in scene.objects if o.shape == edit.shape))
+    return edit
 
 
 def benchmark_prompts(n, seed=1234):

@@ -19,6 +19,9 @@ def test_absent_objects_edits_and_unconditional_are_distinct():
     assert one[2, 0] == one[3, 0] == text.VOCABULARY.index("<absent>")
     edit, eslots = text.tokens_for("make the circle blue")
     assert eslots.tolist()[:2] == [text.SLOTS.index("edit"), text.SLOTS.index("edit target")]
+    named, _ = text.tokens_for("make the red circle blue")  # the target's colour joins its token
+    assert torch.equal(named[0], edit[0]) and set(named[1].tolist()) - {0} == \
+        {text.VOCABULARY.index("shape:circle"), text.VOCABULARY.index("color:red")}
     null, _ = text.tokens_for("  ")
     assert (null[:, 0] == text.VOCABULARY.index("<null>")).all()
     with pytest.raises(world.PromptError, match="cannot read the object"):

@@ -90,17 +90,29 @@ def test_edits_apply_and_know_the_unedited_pixels():
     assert W.parse_edit("move the circle right").apply(s).objects[0].position == "top"
     with pytest.raises(ValueError, match="cannot move an object at the top left up"):
         W.parse_edit("move the circle up").apply(s)
-    with pytest.raises(W.PromptError, match="make the <shape> <colour>"):
+    with pytest.raises(W.PromptError, match=r"make the \[colour\] <shape> <colour>"):
         W.parse_edit("paint the circle")
+    colour = s.objects[0].color
+    named = W.parse_edit(f"make the {colour} circle green")
+    assert named.color == colour and named.apply(s) == W.parse_edit("make the circle green").apply(s)
+    assert W.parse_edit(f"remove the {colour} circle").apply(s).objects == s.objects[1:]
+    other = next(c for c in W.COLORS if c != colour)
+    with pytest.raises(ValueError, match=f"needs exactly one {other} circle"):
+        W.parse_edit(f"move the {other} circle right").apply(s)
+    with pytest.raises(W.PromptError):
+        W.parse_edit("make the big circle green")  # not a colour
     edit = W.parse_edit("make the circle green")
     mask = W.unedited_mask(s, edit.apply(s), 64, 64)
     _, vis = W.render_layers(s, 64, 64)
     assert mask[vis[0] > 0].sum() == 0 and mask[vis[1] > 0.99].all() and mask[40, 5] == 1
     gen = torch.Generator().manual_seed(3)
-    for _ in range(20):
+    named = 0
+    for _ in range(40):
         src = W.random_scene(gen, unique_shapes=True)
         e = W.random_edit(gen, src)
         assert e is None or W.parse_edit(e.prompt()) == e and e.apply(src) != src
+        named += e is not None and e.color is not None
+    assert 20 <= named < 40  # most random edits name the target's colour, not all
 
 
 def test_shape_accuracy_needs_the_object_to_be_found():
