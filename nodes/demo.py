@@ -40,8 +40,9 @@ class FastDiTDemoTextEncode(io.ComfyNode):
             category="FastDiT/demo",
             description="Encodes a prompt of the demo world for a demo model. Scenes: 1-3 objects, e.g. "
                         "'a small red circle at the top left, a large blue square at the center, on a white "
-                        "background'. Edits (demo-kontext): 'make the circle blue', 'remove the square', "
-                        "'move the triangle left'. An empty prompt is the unconditional (negative) prompt.",
+                        "background'. Edits (demo-kontext): 'make the red circle blue', 'remove the square', "
+                        "'move the green triangle left' (naming the target's colour is optional but helps). "
+                        "An empty prompt is the unconditional (negative) prompt.",
             inputs=[
                 io.Combo.Input("model_name", options=DEMO_MODELS, default="demo-flux",
                                tooltip="The demo model whose learned text embedding to use."),
@@ -84,7 +85,7 @@ class FastDiTDemoScene(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="a large red circle at the center, on a white background"),
                 io.Int.Input("width", default=64, min=8, max=2048, step=2),
                 io.Int.Input("height", default=64, min=8, max=2048, step=2),
-                io.String.Input("edit", default="", tooltip="Optional edit instruction, e.g. 'make the circle blue'."),
+                io.String.Input("edit", default="", tooltip="Optional edit instruction, e.g. 'make the red circle blue'."),
             ],
             outputs=[io.Image.Output(display_name="image"), io.Image.Output(display_name="edited"),
                      io.Mask.Output(display_name="unedited_mask")],
