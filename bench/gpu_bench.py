@@ -39,9 +39,9 @@ TINY_SETTING = Setting(steps=10, latent=16, text_tokens=8, dtype="float32")
 
 
 def default_sample(model, noise, positive, negative, latent, steps, seed):
-    import comfy.sample
-    return comfy.sample.sample(model, noise, steps, 1.0, "euler", "simple", positive, negative, latent,
-                               disable_pbar=True, seed=seed)
+    """The bench's default sampling (euler / simple, ComfyUI's KSampler path) at CFG 1."""
+    from bench.configs import Config
+    return Config("baseline").sample(model, noise, positive, negative, latent, steps, 1.0, seed)
 
 
 @dataclasses.dataclass
@@ -61,14 +61,12 @@ def hicache_case(name, **options):
 def fresco_case(name, preset, stack=None, **options):
     """A Fresco preset at its own step count (the operating point's NFE), against the 50-step baseline."""
     def sample(model, noise, positive, negative, latent, steps, seed):
-        import comfy.sample
-        import comfy.samplers
+        from bench.configs.fresco import sample_fresco
         from fastdit.dynres.fresco import fresco_sampler
         from fastdit.dynres.stages import PRESETS, preset_options
         n = PRESETS[preset].nfe if steps >= 50 else max(steps * PRESETS[preset].nfe // 50, 3)
-        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n).cpu()
-        return comfy.sample.sample_custom(model, noise, 1.0, fresco_sampler(preset_options(preset, **options)), sigmas,
-                                          positive, negative, latent, disable_pbar=True, seed=seed)
+        return sample_fresco(model, noise, 1.0, fresco_sampler(preset_options(preset, **options)), n,
+                             positive, negative, latent, seed)
     prepare = hicache_case(name, **stack).prepare if stack else None
     return Case(name, prepare, sample)
 

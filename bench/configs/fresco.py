@@ -23,14 +23,18 @@ def fresco(preset="balanced", steps=None, stack=None, **options):
     preset_steps = steps or (PRESETS[preset].nfe if preset in PRESETS else None)
 
     def sample(model, noise, positive, negative, latent, bench_steps, cfg, seed):
-        import comfy.sample
-        import comfy.samplers
-        n = preset_steps or bench_steps
-        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n).cpu()
-        return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
-                                          disable_pbar=True, seed=seed)
+        return sample_fresco(model, noise, cfg, sampler, preset_steps or bench_steps, positive, negative, latent, seed)
     prepare = None
     if stack:
         from . import build
         prepare = build(stack).prepare
     return Config("fresco", prepare=prepare, sample=sample)
+
+
+def sample_fresco(model, noise, cfg, sampler, steps, positive, negative, latent, seed):
+    """One run of a Fresco SAMPLER over `steps` sigmas of the model's simple schedule -> latent."""
+    import comfy.sample
+    import comfy.samplers
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps).cpu()
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      disable_pbar=True, seed=seed)
