@@ -1,7 +1,7 @@
 """The module-granularity block math in the adapters equals the real ComfyUI block forwards.
 
 The adapters re-express each block from its public submodules to expose the per-module outputs
-(ALGORITHMS §0.3). These tests pin that to the real `forward` on random inputs, exactly (fp32),
+(TaylorSeer's per-module slots). These tests pin that to the real `forward` on random inputs, exactly (fp32),
 so a ComfyUI update that changes a block fails here instead of silently changing images. They
 also check that a forecast fed with the true module outputs reproduces the block exactly.
 """

@@ -1,4 +1,4 @@
-"""Update and forecast rules of HiCache and the TaylorSeer family (ALGORITHMS §1.2)."""
+"""Update and forecast rules of HiCache and the TaylorSeer family (HiCache, arXiv 2508.16984)."""
 import math
 
 import pytest
@@ -19,7 +19,7 @@ def test_hermite_polynomials():
 
 @pytest.mark.parametrize("k", [1, 2.5, 6])
 def test_coefficients_match_the_spec(k):
-    # §1.2 explicit: sigma=0.5 -> order 1 = 0.5k, order 2 = 0.125k^2 - 0.25 (note the -sigma^2 offset)
+    # HiCache's coefficients at sigma=0.5 -> order 1 = 0.5k, order 2 = 0.125k^2 - 0.25 (note the -sigma^2 offset)
     c1, c2 = fc.coefficients("hicache", 2, 0.5, k)
     assert c1 == pytest.approx(0.5 * k) and c2 == pytest.approx(0.125 * k * k - 0.25)
     assert fc.coefficients("taylorseer", 3, 0.5, k) == pytest.approx([k, k * k / 2, k ** 3 / 6])
@@ -36,7 +36,7 @@ def _feature(s):
 
 
 def test_update_warmup_gating_and_differences():
-    # first_enhance = 3, N = 7: full steps 0, 1, 2, 9 (§1.2: {D0, D1} after step 2, D2 at step 9)
+    # first_enhance = 3, N = 7: full steps 0, 1, 2, 9 (HiCache's code: {D0, D1} after step 2, D2 at step 9)
     h = None
     orders = []
     for s in (0, 1, 2, 9):

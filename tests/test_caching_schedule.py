@@ -1,4 +1,4 @@
-"""Full/forecast schedule of the TaylorSeer family (ALGORITHMS §0.4) and step positions from sigmas."""
+"""Full/forecast schedule of the TaylorSeer family (TaylorSeer's FLUX code) and step positions from sigmas."""
 import pytest
 import torch
 
@@ -13,7 +13,7 @@ def _full_steps(T, warmup, N):
                                            (1, {5: 10, 6: 9, 7: 8, 8: 7}),
                                            (2, {5: 11, 6: 10, 7: 8, 8: 8})])
 def test_full_step_counts_match_the_published_speedups(warmup, counts):
-    # ALGORITHMS §0.4 table: T=50; e.g. FLUX first_enhance=3, N=7 -> 9 full steps -> 5.56x
+    # T=50; e.g. FLUX first_enhance=3, N=7 -> 9 full steps -> 5.56x (HiCache paper: 5.55x)
     for n, full in counts.items():
         assert len(_full_steps(50, warmup, n)) == full
 

@@ -1,5 +1,5 @@
 """Fresco's algebra: Haar/Hadamard round trips, the unified noise field across scales, the cell
-layout and its token rows, transitions, selection and the stage plan (ALGORITHMS §3.2-3.6)."""
+layout and its token rows, transitions, selection and the stage plan."""
 import pytest
 import torch
 
@@ -57,7 +57,7 @@ def test_coarse_start_of_img2img_is_the_coarse_rf_state():
 
 @pytest.mark.parametrize("variant", ["same_t", "snr_matched"])
 def test_transitions_give_exact_rf_states(variant):
-    """Both §3.3 variants turn an exact coarse state at t into exact fine states (A at t, B at t')."""
+    """Both transition variants turn an exact coarse state at t into exact fine states (A at t, B at t')."""
     gen = torch.Generator().manual_seed(1)
     x0, field = torch.randn(1, 4, 1, 16, 16, generator=gen), torch.randn(1, 4, 1, 16, 16, generator=gen)
     grid, t = CellGrid.of(x0.shape, 2), 0.6

@@ -1,6 +1,6 @@
 """HiCache through the real ComfyUI on tiny models of every supported family.
 
-Covers the failure modes users report for the existing cache packs (ANCHORS.md §4): identical
+Covers the failure modes users report in the issue trackers of existing cache packs: identical
 output at interval 1, no state across runs (repeat, interrupt, resolution change), cond/uncond
 batched vs split, batch sizes, cfg 1, multi-evaluation samplers, LoRA, EasyCache in the same graph,
 non-finite forecasts, unsupported models.

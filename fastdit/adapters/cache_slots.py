@@ -1,11 +1,11 @@
-"""What a model family tells feature caches (HiCache, SVD-Cache) about its blocks.
+"""What a model family tells feature caches (HiCache) about its blocks.
 
 Each family file ends with a "feature-cache slots" section that subclasses `CacheSlots` and sets
 `<Family>Adapter.cache_slots` to it. Two granularities:
 
 * block: a block's output stream(s) minus its input, per stream (`streams`); works for any block
   through `original_block`, no model math needed;
-* module: the paper's per-module slots (ALGORITHMS §0.3), e.g. FLUX double block = img_attn,
+* module: per-module slots as in TaylorSeer's and HiCache's FLUX code, e.g. FLUX double block = img_attn,
   img_mlp, txt_attn, txt_mlp before their gates. A full compute runs the block with its module
   outputs exposed (`run_full`); a forecast recomputes only the modulation from `vec` and adds
   gate * forecast (`run_forecast`): no attention, no MLP. Families re-express the block math

@@ -41,7 +41,7 @@ class FluxAdapter(ModelAdapter):
         return torch.zeros(n_text, 3)
 
     # -----------------------------------------------------------------------------------------
-    # Mixed-resolution forward (Fresco: ALGORITHMS §3.5, COMFY_INTERNALS §2.6)
+    # Mixed-resolution forward for Fresco (positions after RALU, arXiv 2507.08422; comfy/ldm/flux/model.py)
     # `forward_orig` takes any token sequence with float RoPE ids, so the model's own block loop
     # runs the mixed set; embedders and final layer are per token.
     # -----------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ class FluxAdapter(ModelAdapter):
                               args.get("guidance"), None, args["transformer_options"], attn_mask=None)
 
 # ---------------------------------------------------------------------------------------------
-# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
+# Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
 # DoubleStreamBlock / SingleStreamBlock math re-expressed from their public submodules, with the
 # module outputs exposed; tests/test_caching_blocks.py pins it to the real forwards. HunyuanVideo
 # uses the same block classes (image-first joint order, optional per-token modulation dims).

@@ -33,7 +33,7 @@ class HunyuanVideoAdapter(ModelAdapter):
         return stack_ids(frames, rows, cols)
 
     # -----------------------------------------------------------------------------------------
-    # Mixed-resolution forward (Fresco: ALGORITHMS §3.5, COMFY_INTERNALS §2.6)
+    # Mixed-resolution forward for Fresco (comfy/ldm/hunyuan_video/model.py)
     # forward_orig patch-embeds a latent grid itself, so its body is re-expressed here from the
     # public submodules for a given token set; frames are kept, only the spatial axes change.
     # The patch-embedding convolution runs on each token's own 1x2x2 patch. A test pins it to
@@ -133,7 +133,7 @@ class HunyuanVideoAdapter(ModelAdapter):
         return m.final_layer(x[:, :n], vec, modulation_dims=None)
 
 # ---------------------------------------------------------------------------------------------
-# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
+# Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
 # HunyuanVideo's blocks are comfy.ldm.flux.layers blocks (flipped_img_txt=True): 20x4 + 40x1 slots
 # on the full model. The single-stream slot covers the joint [image, text] sequence.
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class QwenImageAdapter(ModelAdapter):
         return torch.arange(start, start + n_text, dtype=torch.float32)[:, None].repeat(1, 3)
 
     # -----------------------------------------------------------------------------------------
-    # Mixed-resolution forward (Fresco: ALGORITHMS §3.5, COMFY_INTERNALS §2.6)
+    # Mixed-resolution forward for Fresco (comfy/ldm/qwen_image/model.py)
     # _forward builds positions from the full grid inside, so the middle of it is re-expressed
     # here from the model's public submodules (img_in, txt_norm, txt_in, time_text_embed,
     # pe_embedder, transformer_blocks, norm_out, proj_out), block patches included. A test pins
@@ -117,7 +117,7 @@ class QwenImageAdapter(ModelAdapter):
         return m.proj_out(m.norm_out(hidden, temb))
 
 # ---------------------------------------------------------------------------------------------
-# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3
+# Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
 # QwenImageTransformerBlock math re-expressed from its public submodules with the module outputs
 # exposed (pinned to the real forward by tests/test_caching_blocks.py). For Qwen-Image-Edit the img
 # stream holds target + reference tokens; both are cached (the reference part costs as much

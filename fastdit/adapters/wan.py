@@ -37,7 +37,7 @@ class WanAdapter(ModelAdapter):
 
 
 # ---------------------------------------------------------------------------------------------
-# Feature-cache slots (HiCache, SVD-Cache): ALGORITHMS §0.3 applied to Wan's block
+# Feature-cache slots (HiCache): TaylorSeer's per-module slots applied to Wan's block
 # WanAttentionBlock has three residual branches: self-attention (gate e[2]), cross-attention to
 # the text (no gate) and the FFN (gate e[5]); one slot each. The math is re-expressed from the
 # block's public submodules (pinned by tests/test_caching_blocks.py). The I2V cross-attention

@@ -1,8 +1,8 @@
 """Feature caching: per-module (or per-block) features cached at full steps and forecast between
-them (HiCache and the TaylorSeer-family baselines; the machinery is shared with SVD-Cache).
+them (HiCache and the TaylorSeer-family baselines; another forecaster can reuse the machinery).
 
-    schedule     full vs forecast per solver step, from the sigma schedule (ALGORITHMS §0.4)
-    forecasters  update and forecast rules as pure functions (§1.2)
+    schedule     full vs forecast per solver step, from the sigma schedule (TaylorSeer's plan)
+    forecasters  update and forecast rules as pure functions (HiCache, arXiv 2508.16984)
     store        per-run slot store keyed by cond uuid, block and resolution
     run          the state of one sampling run and its one-line report
     comfy_hooks  keyed ComfyUI wrappers and dit block replacements that drive the above

@@ -9,7 +9,7 @@ CACHE_DEVICES = ("compute", "cpu")
 
 @dataclass(frozen=True)
 class TaylorCacheConfig:
-    """HiCache and its baselines (ALGORITHMS §1.4 defaults: FLUX.1-dev headline N=7, O=2, σ=0.5).
+    """HiCache and its baselines (defaults: the HiCache paper's FLUX.1-dev setting N=7, O=2, σ=0.5).
 
     interval: N, a full compute every N steps after warm-up (1 = never forecast)
     order: O, highest finite difference kept (ignored by "reuse", which keeps D0 only)

@@ -1,4 +1,4 @@
-"""Forecast rules of the TaylorSeer family as small pure functions (ALGORITHMS §1.2).
+"""Forecast rules of the TaylorSeer family as small pure functions (HiCache, arXiv 2508.16984).
 
 A slot's history is a list of finite differences [D0, D1, ..., DO] taken at full steps, with the
 position (float step index) of the last one. A forecast at distance k (in steps, k > 0) is
@@ -30,9 +30,9 @@ def hermite(n, x):
 
 
 def coefficients(mode, order, sigma, k):
-    """[c_1, ..., c_order] for a forecast k steps after the last full step (ALGORITHMS §1.2).
+    """[c_1, ..., c_order] for a forecast k steps after the last full step.
 
-    Uses the code's convention: positive step distance k, differences (new - old)/delta in step
+    Uses HiCache's code convention: positive step distance k, differences (new - old)/delta in step
     order. Never evaluate at -k (that flips odd terms and extrapolates backwards)."""
     if mode == "reuse" or order <= 0:
         return []
@@ -68,7 +68,7 @@ def _keep(t, device, owned):
 
 
 def update(history, feature, position, max_order, warmup_steps, cache_device=None, owned=False):
-    """New History after a full compute gave `feature` at `position` (ALGORITHMS §1.2).
+    """New History after a full compute gave `feature` at `position` (HiCache's update rule).
 
         D0 = F(s_last);  D_i = (D_{i-1}(s_last) - D_{i-1}(s_prev)) / delta,  delta = s_last - s_prev
 

@@ -1,4 +1,4 @@
-"""Which solver steps compute in full and which forecast (ALGORITHMS §0.4).
+"""Which solver steps compute in full and which forecast (the plan of TaylorSeer's FLUX code).
 
 Everything here is derived from the sampler's sigma schedule (`transformer_options["sample_sigmas"]`)
 and the sigma of the current model evaluation, never from call counts: a Heun or DPM-2 step

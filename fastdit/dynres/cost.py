@@ -1,4 +1,4 @@
-"""Cost of a dynamic-resolution run from its token counts (ALGORITHMS §0.5).
+"""Cost of a dynamic-resolution run from its token counts.
 
 Per transformer block a call of N tokens (text + image) costs about 24 d^2 N (linear layers) +
 4 N^2 d (attention) FLOPs; the ratio against the same calls at full resolution, and against a

@@ -1,4 +1,4 @@
-"""The DIFFUSION_MODEL wrapper that runs a DiT on a mixed-resolution token set (ALGORITHMS §3.5).
+"""The DIFFUSION_MODEL wrapper that runs a DiT on a mixed-resolution token set (Fresco).
 
 The sampler puts the current MixedLayout into `transformer_options[LAYOUT_KEY]` (its own copy of
 the run's model_options). Per model call the wrapper gathers the mixed sequence from the carrier

@@ -1,4 +1,4 @@
-"""Fresco: progressive-resolution sampling of DiTs ("From Sketch to Fresco", CVPR 2026, ALGORITHMS §3).
+"""Fresco: progressive-resolution sampling of DiTs ("From Sketch to Fresco", CVPR 2026, arXiv 2601.07462).
 
 `sample_fresco` is a k-diffusion sampler function (ComfyUI's KSAMPLER contract): plain Euler on a
 full-resolution carrier latent whose coarse cells hold their coarse values, one model evaluation
@@ -24,8 +24,9 @@ log = logging.getLogger("FastDiT")
 
 
 def check_conditioning(conds, where="Fresco"):
-    """Refuse what cannot survive a resolution change (COMFY_INTERNALS §3.6). `conds`: cond dicts
-    (a CONDITIONING's extras, or ComfyUI's processed conds)."""
+    """Refuse what is defined on the full-resolution grid: areas and masks (comfy/samplers.py,
+    process_conds, sizes them to the latent once), ControlNet residuals, concatenated latents.
+    `conds`: cond dicts (a CONDITIONING's extras, or ComfyUI's processed conds)."""
     for c in conds:
         if c.get("area") is not None or c.get("mask") is not None:
             raise UnsupportedInputError(f"{where} cannot use area or mask conditioning (ConditioningSetArea / "
@@ -39,8 +40,8 @@ def check_conditioning(conds, where="Fresco"):
 
 
 def preflight(model, x, extra_args):
-    """Clear errors for what Fresco cannot sample, before the first model call (COMFY_INTERNALS
-    §3.6); returns the family adapter and the sampler's noise (the unified field)."""
+    """Clear errors for what Fresco cannot sample, before the first model call; returns the family
+    adapter and the sampler's noise (the unified field)."""
     import comfy.model_sampling
     guider = model.inner_model
     base = guider.inner_model
@@ -73,7 +74,7 @@ class FrescoRun:
         if self.grid.cells == 0:
             self.plan = StagePlan(0, 0, len(sigmas) - 1, 0.0, 0.0)   # too small for one cell
         self.field = NoiseField(as5d(noise).to(x), extra_args.get("seed"))
-        self.history = deque(maxlen=options.variance_window)        # coarse x0 estimates (§3.4)
+        self.history = deque(maxlen=options.variance_window)        # coarse x0 estimates (selection)
         self.x0 = None
         self.up = None
         self.changes = 0
@@ -115,7 +116,7 @@ class FrescoRun:
 
     # -- one step -------------------------------------------------------------------------------
     def enter_step(self, i, x):
-        """Upsample cells due before step i (ALGORITHMS §3.3-3.4); returns (carrier, sigma)."""
+        """Upsample cells due before step i; returns (carrier, sigma)."""
         sigma = self.sigmas[i]
         if self.up is None or self.layout.all_fine or self.plan.stage(i) == 1:
             return x, sigma
@@ -158,7 +159,7 @@ class FrescoRun:
 
 @torch.no_grad()
 def sample_fresco(model, x, sigmas, extra_args=None, callback=None, disable=None, options=None):
-    """Fresco progressive-resolution Euler (Fresco, CVPR 2026; ALGORITHMS §3.9): start from the
+    """Fresco progressive-resolution Euler (Fresco, CVPR 2026): start from the
     coarse sketch of the unified noise field, upsample the cells whose x0 estimate has converged
     (Haar/Hadamard expansion with the field's detail noise), finish at full resolution."""
     extra_args = {} if extra_args is None else extra_args

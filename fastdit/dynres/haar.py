@@ -1,4 +1,4 @@
-"""Orthonormal Haar / Hadamard algebra on latent pixels (ALGORITHMS §3.2).
+"""Orthonormal Haar / Hadamard algebra on latent pixels.
 
 Tensors are [..., H, W] with H, W multiples of the block size f. For an f x f block the
 orthonormal Haar DC coefficient is sum / f (the 2x2 case: (c1+c2+c3+c4)/2), so the DC of

@@ -1,5 +1,5 @@
 """Fresco behind a KSampler-style call: sigmas from the model's schedule, the seed's noise as the
-unified field, previews and progress per model evaluation (COMFY_INTERNALS §3.5, option 1)."""
+unified field, previews and progress per model evaluation, through ComfyUI's own sampling path."""
 import inspect
 
 from .fresco import check_conditioning, fresco_sampler

@@ -1,4 +1,4 @@
-"""Cells, the carrier latent and the mixed token layout (ALGORITHMS §3.5).
+"""Cells, the carrier latent and the mixed token layout.
 
 Geometry. Latents are handled as 5-D [B, C, T, H, W] (a 4-D image latent is T = 1). The DiT
 patchifies 2x2 latent pixels into one token. At coarse factor f the coarse latent is the latent
@@ -159,7 +159,7 @@ def position_scale(factor, mode):
 
 def row_coordinates(rows, factor, mode):
     """(frame, row, col) of each token in fine-token units and the spatial scale that turns them
-    into RoPE units (ALGORITHMS §3.5):
+    into RoPE units:
       coarse          RALU's convention: coarse tokens at integer coarse positions, a fine child
                       at +a/f (scale 1/f); at the full-resolution stage the model's own grid.
       coarse_centred  as coarse, a coarse token at the centre of its children (i + (f-1)/2f).

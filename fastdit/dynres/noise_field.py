@@ -1,4 +1,4 @@
-"""The unified noise field (ALGORITHMS §3.1-3.2).
+"""The unified noise field (Fresco's token-level noise, one value per latent coordinate).
 
 One full-resolution Gaussian field E per seed: the sampler's own noise, so a seed gives the same
 image structure as a plain sampler. Every scale reads the same field: the coarse noise of a cell

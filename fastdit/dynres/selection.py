@@ -1,4 +1,4 @@
-"""Which cells go to full resolution, and when (ALGORITHMS §3.4).
+"""Which cells go to full resolution, and when (Fresco's variance-guided upsampling).
 
 Scores are per cell [B, T, Hc, Wc], computed on the x0 estimates at coarse resolution (the carrier
 block-averaged, [B, C, T, 2Hc, 2Wc]: each cell is 2x2 coarse pixels x C channels). The sampler

@@ -1,4 +1,4 @@
-"""Fresco's stage layout, presets and options (ALGORITHMS §3.4, §3.6).
+"""Fresco's stage layout, presets and options (stage splits after RALU's, arXiv 2507.08422).
 
 Three stages share one global sigma schedule: (1) every cell coarse, (2) progressive — before each
 step a growing share of the cells is upsampled, (3) everything at full resolution (the remaining
@@ -22,10 +22,10 @@ class FrescoOptions:
     factor: int = 2                     # coarse downsampling per axis
     first_ratio: float = 0.3            # share of cells upsampled at the first progressive step
     ratio_per_step: float = 0.1         # share added at each further progressive step
-    selection: str = "variance"         # which cells go up first (§3.4); random / edge: ablations
+    selection: str = "variance"         # which cells go up first (selection.py); random / edge: ablations
     renoise: str = "unified"            # noise for new fine pixels: the unified field / fresh noise
     expansion: str = "hadamard"         # Haar/Hadamard children of the coarse estimate / bilinear
-    transition: str = "same_t"          # §3.3 (A) same-t expansion / (B) SNR-matched jump
+    transition: str = "same_t"          # same-t expansion / SNR-matched jump (transition.py)
     positions: str = "coarse"           # RoPE units of the mixed stages (layout.POSITION_MODES)
     variance_window: int = 3            # x0 estimates the variance is taken over (W)
     variance_statistic: str = "temporal"  # temporal: Var over steps; channel: Var_c of the last change

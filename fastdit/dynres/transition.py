@@ -1,4 +1,4 @@
-"""Resolution changes of cells on the carrier (ALGORITHMS §3.3).
+"""Resolution changes of cells on the carrier.
 
 Both variants keep one timestep for the whole token set. `noise` is the full-resolution noise the
 new fine pixels take: the unified field E, or fresh noise for the ablation.

@@ -1,4 +1,4 @@
-"""Fused feature forecast: out = D0 + sum_i c_i * D_i (ALGORITHMS §1.2).
+"""Fused feature forecast: out = D0 + sum_i c_i * D_i (HiCache / TaylorSeer forecasts).
 
 One read of each term and one write of the result, accumulated in fp32 whatever the feature
 dtype (coefficients are Python floats). The torch reference does the same arithmetic term by

@@ -1,4 +1,4 @@
-"""Mixed-resolution token gather / scatter (ALGORITHMS §3.5), Triton beside its torch reference.
+"""Mixed-resolution token gather / scatter (Fresco), Triton beside its torch reference.
 
 A mixed token sequence holds, per sample, rows of two kinds taken from one full-resolution latent
 [B, C, T, H, W] (the sampler's "carrier"):
