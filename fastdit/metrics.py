@@ -1,25 +1,47 @@
 """Image fidelity metrics (PSNR, SSIM, difference heat map) on ComfyUI IMAGE tensors.
 
 IMAGE tensors are [B, H, W, C] floats in [0, 1]; MASKs are [B, H, W] or [H, W] in [0, 1].
+
+Non-finite pixels (any channel NaN or +-inf) never yield a plausible number: an image with one in
+its compared region (the whole image, or where the mask is > 0) gets NaN for PSNR and SSIM, and
+so does the batch's pooled PSNR / mean SSIM. Outside the mask a non-finite pixel leaves PSNR alone
+(a per-pixel measure) and makes SSIM NaN only if SSIM's 11x11 window reaches it from the mask.
+`count_nonfinite` says which case applies, for reporting.
 """
+import dataclasses
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-# SSIM constants of Wang et al. 2004 for a data range of 1.
+# SSIM constants of Wang et al. 2004 for a data range of 1; Gaussian window 11 / sigma 1.5.
 _SSIM_C1 = 0.01 ** 2
 _SSIM_C2 = 0.03 ** 2
+_SSIM_SIZE = 11
+_SSIM_SIGMA = 1.5
+_SSIM_REACH = _SSIM_SIZE // 2  # pixels a window reaches on each side of its centre
+_SSIM_ROWS = 32                # rows per strip: bounds memory and keeps a strip's statistics in cache
+_SSIM_COLS = 64                # columns per block of the horizontal band product
 
 
-def _gaussian_window(size=11, sigma=1.5, dtype=torch.float64, device=None):
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+def _gaussian_1d(size: int = _SSIM_SIZE, sigma: float = _SSIM_SIGMA, device=None) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
 
 
-def broadcast_pair(a, b):
+@functools.lru_cache(maxsize=16)
+def _band(n: int, device: torch.device) -> torch.Tensor:
+    """[n, n + 10] float64 matrix whose row i holds the 1-D Gaussian at columns i..i+10: applied to
+    n + 10 padded samples it gives the n filtered ones (a 1-D convolution as a matrix product)."""
+    band = torch.zeros(n, n + 2 * _SSIM_REACH, dtype=torch.float64, device=device)
+    for k, w in enumerate(_gaussian_1d(device=device).tolist()):
+        band.diagonal(k).fill_(w)
+    return band
+
+
+def broadcast_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Check two IMAGE batches have the same size; a batch of 1 is compared against every image."""
     if a.ndim != 4 or b.ndim != 4:
         raise ValueError(f"expected IMAGE tensors [B,H,W,C], got shapes {tuple(a.shape)} and {tuple(b.shape)}")
@@ -38,7 +60,7 @@ def broadcast_pair(a, b):
     return a, b
 
 
-def prepare_mask(mask, batch, height, width):
+def prepare_mask(mask: torch.Tensor | None, batch: int, height: int, width: int) -> torch.Tensor | None:
     """MASK -> [B, H, W] float64 weights at the image size, or None."""
     if mask is None:
         return None
@@ -47,6 +69,8 @@ def prepare_mask(mask, batch, height, width):
         m = m[None]
     if m.ndim != 3:
         raise ValueError(f"expected MASK [B,H,W] or [H,W], got shape {tuple(mask.shape)}")
+    if not torch.isfinite(m).all():
+        raise ValueError("the mask has NaN or inf values; a mask holds weights in [0, 1]")
     if m.shape[-2:] != (height, width):
         m = F.interpolate(m[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     if m.shape[0] not in (1, batch):
@@ -57,71 +81,153 @@ def prepare_mask(mask, batch, height, width):
     return m
 
 
-def psnr(a, b, mask=None):
-    """Per-image PSNR in dB (data range 1); inf where the images are identical."""
+def _nonfinite_pixels(img: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] bool: pixels with a NaN or +-inf in any channel."""
+    return ~torch.isfinite(img).all(-1)
+
+
+def _within_ssim_reach(pixels: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] bool: pixels whose SSIM window (11x11 around them) holds one of `pixels`."""
+    return F.max_pool2d(pixels[:, None].float(), _SSIM_SIZE, stride=1, padding=_SSIM_REACH)[:, 0] > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFiniteCounts:
+    """Per image [B], pixels with a NaN or +-inf in any channel.
+
+    reference / candidate: in that image, inside the compared region (PSNR and SSIM are NaN).
+    near_mask: in either image, outside the mask but within SSIM's window of it (SSIM is NaN).
+    outside_mask: in either image, farther outside the mask (ignored)."""
+    reference: torch.Tensor
+    candidate: torch.Tensor
+    near_mask: torch.Tensor
+    outside_mask: torch.Tensor
+
+    def image(self, i: int) -> dict[str, int]:
+        return {f.name: int(getattr(self, f.name)[i]) for f in dataclasses.fields(self)}
+
+
+def count_nonfinite(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> NonFiniteCounts:
+    """Where the non-finite pixels of a reference `a` and a candidate `b` lie (see NonFiniteCounts)."""
     a, b = broadcast_pair(a, b)
-    err = (a.double() - b.double()) ** 2  # [B,H,W,C]
+    bad_a, bad_b = _nonfinite_pixels(a), _nonfinite_pixels(b)
+    m = prepare_mask(mask, a.shape[0], a.shape[1], a.shape[2])
+    inside = torch.ones_like(bad_a) if m is None else m > 0
+    near = _within_ssim_reach(inside) & ~inside
+    either = bad_a | bad_b
+
+    def count(t):
+        return t.flatten(1).sum(1)
+    return NonFiniteCounts(reference=count(bad_a & inside), candidate=count(bad_b & inside),
+                           near_mask=count(either & near), outside_mask=count(either & ~inside & ~near))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image PSNR in dB (data range 1): inf where the compared pixels are identical, NaN where
+    one of them is not finite. Pixels outside the mask do not count, whatever their value."""
+    a, b = broadcast_pair(a, b)
+    err = (a.double() - b.double()) ** 2  # [B,H,W,C]; not finite wherever a pixel is NaN or +-inf
     m = prepare_mask(mask, a.shape[0], a.shape[1], a.shape[2])
     if m is None:
         mse = err.flatten(1).mean(1)
     else:
         w = m[..., None].expand_as(err)
-        mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1)
-    return torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+        mse = torch.where(w > 0, err * w, 0).flatten(1).sum(1) / w.flatten(1).sum(1)
+    db = -10 * torch.log10(mse.clamp_min(1e-300))
+    db = torch.where(mse == 0, math.inf, db)
+    return torch.where(torch.isfinite(mse), db, math.nan)
 
 
-def ssim_map(a, b):
-    """SSIM map [B, H, W] (mean over channels), Gaussian window 11 / sigma 1.5, reflect padding."""
+def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM map [B, H, W] (mean over channels), Gaussian window 11 / sigma 1.5, reflect padding.
+
+    NaN exactly where the window holds a non-finite pixel of either image. The Gaussian is
+    separable: each strip of rows is filtered down its columns, then along its rows, both as
+    products with a band matrix, in float64."""
     a, b = broadcast_pair(a, b)
-    x = a.double().permute(0, 3, 1, 2)
-    y = b.double().permute(0, 3, 1, 2)
-    ch = x.shape[1]
-    win = _gaussian_window(device=x.device).expand(ch, 1, -1, -1).contiguous()
-    pad = win.shape[-1] // 2
-    if min(x.shape[-2:]) <= pad:
-        raise ValueError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for SSIM (need > {pad} px)")
+    n, h, w, c = a.shape
+    r = _SSIM_REACH
+    if min(h, w) <= r:
+        raise ValueError(f"images of {w}x{h} are too small for SSIM (need > {r} px)")
+    dev = a.device
+    # Reflect-padded row / column indices; columns are then zero-padded to whole blocks.
+    rows_idx = torch.arange(-r, h + r, device=dev).abs()
+    rows_idx = torch.where(rows_idx >= h, 2 * (h - 1) - rows_idx, rows_idx)
+    cols_idx = torch.arange(-r, w + r, device=dev).abs()
+    cols_idx = torch.where(cols_idx >= w, 2 * (w - 1) - cols_idx, cols_idx)
+    blocks = -(-w // _SSIM_COLS)
+    strip = min(_SSIM_ROWS, h)
+    # x, y, x*x, y*y, x*y of one strip and its halo rows
+    stats = torch.zeros(n, 5, c, strip + 2 * r, blocks * _SSIM_COLS + 2 * r, dtype=torch.float64, device=dev)
+    col_band = _band(_SSIM_COLS, dev).T
+    out = torch.empty(n, h, w, dtype=torch.float64, device=dev)
+    for top in range(0, h, strip):
+        rows = min(strip, h - top)
+        q = stats[:, :, :, :rows + 2 * r]
+        idx = rows_idx[top:top + rows + 2 * r]
+        for slot, img in ((0, a), (1, b)):
+            px = img.index_select(1, idx).index_select(2, cols_idx).permute(0, 3, 1, 2)
+            q[:, slot, :, :, :w + 2 * r] = torch.nan_to_num(px, nan=0.0, posinf=0.0, neginf=0.0)
+        torch.mul(q[:, 0], q[:, 0], out=q[:, 2])
+        torch.mul(q[:, 1], q[:, 1], out=q[:, 3])
+        torch.mul(q[:, 0], q[:, 1], out=q[:, 4])
+        vert = torch.matmul(_band(rows, dev), q)                                  # [B, 5, C, rows, W']
+        windows = vert.unfold(-1, _SSIM_COLS + 2 * r, _SSIM_COLS)                # [B, 5, C, rows, blocks, 74]
+        blur = (windows.reshape(-1, _SSIM_COLS + 2 * r) @ col_band).view(*vert.shape[:-1], -1)[..., :w]
+        mx, my, exx, eyy, exy = blur.unbind(1)
+        mxy, mxx, myy = mx * my, mx * mx, my * my
+        s = ((2 * mxy + _SSIM_C1) * (2 * (exy - mxy) + _SSIM_C2)) / (
+            (mxx + myy + _SSIM_C1) * ((exx - mxx) + (eyy - myy) + _SSIM_C2))
+        out[:, top:top + rows] = s.mean(1)
+    bad = _nonfinite_pixels(a) | _nonfinite_pixels(b)
+    if bad.any():
+        out[_within_ssim_reach(bad)] = math.nan
+    return out
 
-    def blur(t):
-        return F.conv2d(F.pad(t, (pad,) * 4, mode="reflect"), win, groups=ch)
 
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    s = ((2 * mx * my + _SSIM_C1) * (2 * sxy + _SSIM_C2)) / ((mx * mx + my * my + _SSIM_C1) * (sxx + syy + _SSIM_C2))
-    return s.mean(1)
-
-
-def ssim(a, b, mask=None):
-    """Per-image SSIM; with a mask, the SSIM map is averaged over the masked pixels."""
+def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image SSIM; with a mask, the SSIM map is averaged over the masked pixels. NaN where the
+    window of a compared pixel holds a non-finite pixel."""
     s = ssim_map(a, b)
     m = prepare_mask(mask, s.shape[0], s.shape[1], s.shape[2])
     if m is None:
         return s.flatten(1).mean(1)
-    return (s * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+    return torch.where(m > 0, s * m, 0).flatten(1).sum(1) / m.flatten(1).sum(1)
 
 
-def difference_heatmap(a, b, mask=None, gain=None):
+# Heat-map colour of a pixel that is NaN or +-inf in either image: blue, off the black-red-white ramp.
+NONFINITE_COLOR = (0.0, 0.0, 1.0)
+
+
+def difference_heatmap(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
+                       gain: float | None = None) -> torch.Tensor:
     """IMAGE [B,H,W,3] visualising |a-b| (black = equal, through red and yellow to white).
 
-    `gain` scales the absolute difference; by default the largest difference in the batch maps to
-    white. Pixels outside the mask are dimmed."""
+    `gain` scales the absolute difference; by default the largest finite difference in the batch
+    maps to white. Non-finite pixels are blue; pixels outside the mask are dimmed."""
     a, b = broadcast_pair(a, b)
     d = (a.float() - b.float()).abs().mean(-1)  # [B,H,W]
+    finite = torch.isfinite(d)
+    d = torch.where(finite, d, 0)
     if gain is None:
         peak = float(d.max())
         gain = 1.0 / peak if peak > 0 else 1.0
     v = (d * gain).clamp(0, 1)
     heat = torch.stack([(3 * v).clamp(0, 1), (3 * v - 1).clamp(0, 1), (3 * v - 2).clamp(0, 1)], dim=-1)
+    heat = torch.where(finite[..., None], heat, heat.new_tensor(NONFINITE_COLOR))
     m = prepare_mask(mask, a.shape[0], a.shape[1], a.shape[2])
     if m is not None:
         heat = heat * (0.25 + 0.75 * m[..., None].float())
     return heat
 
 
-def pooled_psnr(per_image_psnr):
-    """PSNR of the batch's mean squared error (inf only when every image is identical)."""
-    mse = (10 ** (-per_image_psnr.double() / 10)).mean()
+def pooled_psnr(per_image_psnr: torch.Tensor) -> float:
+    """PSNR of the batch's mean squared error: inf only when every image is identical, NaN when
+    any image's PSNR is NaN."""
+    p = per_image_psnr.double()
+    if torch.isnan(p).any():
+        return math.nan
+    mse = (10 ** (-p / 10)).mean()
     return math.inf if float(mse) == 0 else float(-10 * torch.log10(mse))
 
 

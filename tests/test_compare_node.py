@@ -28,6 +28,7 @@ def test_fewer_steps_give_finite_psnr():
     m = execute(_graph(steps2=4))["7"]["fastdit_metrics"][0]
     assert 0 < float(m["psnr"]) < 80 and 0 < m["ssim"] < 1
     assert len(m["psnr_per_image"]) == 2
+    assert m["nonfinite_per_image"] == [{"reference": 0, "candidate": 0, "near_mask": 0, "outside_mask": 0}] * 2
 
 
 def test_mismatched_sizes_give_a_clear_error():
