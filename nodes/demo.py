@@ -11,6 +11,13 @@ from ..demo.models import cached as cached_model
 DEMO_MODELS = list(models.WEIGHT_FILES)
 
 
+def _demo_model(model_name: str):
+    # ComfyUI 0.3.75 does not check V3 combo values against their options; newer versions do.
+    if model_name not in DEMO_MODELS:
+        raise ValueError(f"model_name must be one of {', '.join(DEMO_MODELS)}, not {model_name!r}")
+    return cached_model(model_name)
+
+
 class FastDiTDemoLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -28,7 +35,7 @@ class FastDiTDemoLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        return io.NodeOutput(cached_model(model_name).patcher(), models.vae())
+        return io.NodeOutput(_demo_model(model_name).patcher(), models.vae())
 
 
 class FastDiTDemoTextEncode(io.ComfyNode):
@@ -56,8 +63,10 @@ class FastDiTDemoTextEncode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None, prompt=None, **kwargs):
-        if prompt is None:
+    def validate_inputs(cls, prompt=None):
+        # Only the prompt is named, so ComfyUI's own check of model_name stays on (where ComfyUI checks
+        # V3 combos at all; execute checks it too).
+        if prompt is None:  # linked: checked when the node runs
             return True
         from ..demo import text
         try:
@@ -68,7 +77,7 @@ class FastDiTDemoTextEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name, prompt) -> io.NodeOutput:
-        return io.NodeOutput(cached_model(model_name).conditioning(prompt))
+        return io.NodeOutput(_demo_model(model_name).conditioning(prompt))
 
 
 class FastDiTDemoScene(io.ComfyNode):
@@ -92,12 +101,16 @@ class FastDiTDemoScene(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, prompt=None, edit=None, **kwargs):
+    def validate_inputs(cls, prompt=None, edit=None):
+        # Only the two texts are named: ComfyUI still checks width and height against their range.
+        # A linked text arrives as None and is checked when the node runs.
         try:
             scene = world.parse(prompt) if prompt is not None else None
-            if edit and scene is not None:
-                world.parse_edit(edit).apply(scene)
-        except (world.PromptError, ValueError) as e:
+            if edit is not None and edit.strip():
+                instruction = world.parse_edit(edit)
+                if scene is not None:
+                    instruction.apply(scene)
+        except ValueError as e:  # world.PromptError included
             return str(e)
         return True
 

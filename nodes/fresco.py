@@ -7,6 +7,8 @@ from ..fastdit.dynres.ksampler import fresco_ksample
 from ..fastdit.dynres.stages import EXPANSIONS, PRESETS, RENOISES, SELECTIONS, TRANSITIONS, parse_split, preset_options
 
 CATEGORY = "FastDiT/dynamic-resolution"
+TRANSITION_CHOICES = {"same-t": TRANSITIONS[0], "SNR-matched": TRANSITIONS[1]}  # shown -> option
+COARSE_FACTOR_CHOICES = ["2", "4"]
 PRESET_NAMES = [*PRESETS, "custom"]
 _PRESET_HELP = "; ".join(f"{p.label}: split {'/'.join(map(str, p.split))} (reported {p.reported}x at {p.nfe} steps)"
                          for p in PRESETS.values())
@@ -20,7 +22,7 @@ def _option_inputs():
                                "the node logs the cost ratio it reaches. 'custom' uses the four knobs below."),
         io.String.Input("stage_split", default="5/6/7",
                         tooltip="custom: proportions of coarse / progressive / full-resolution steps, e.g. 5/6/7."),
-        io.Combo.Input("coarse_factor", options=["2", "4"], default="2",
+        io.Combo.Input("coarse_factor", options=COARSE_FACTOR_CHOICES, default="2",
                        tooltip="custom: downsampling per axis of the coarse stage (4 only where the model "
                                "tolerates a 16x smaller sketch)."),
         io.Float.Input("first_upsample", default=0.3, min=0.0, max=1.0, step=0.01,
@@ -37,7 +39,7 @@ def _option_inputs():
         io.Combo.Input("expansion", options=list(EXPANSIONS), default="hadamard",
                        tooltip="hadamard: Haar/Hadamard sub-token expansion (the paper's); interpolate: "
                                "bilinear upsampling of the coarse estimate (ablation)."),
-        io.Combo.Input("transition", options=["same-t", "SNR-matched"], default="same-t",
+        io.Combo.Input("transition", options=list(TRANSITION_CHOICES), default="same-t",
                        tooltip="same-t: new pixels are exact states at the current noise level; SNR-matched: "
                                "jump to the noise level that keeps the signal-to-noise ratio (pyramidal flow)."),
     ]
@@ -45,8 +47,13 @@ def _option_inputs():
 
 def _options(preset, stage_split, coarse_factor, first_upsample, upsample_per_step, selection, renoise, expansion,
              transition):
-    knobs = dict(selection=selection, renoise=renoise, expansion=expansion,
-                 transition=TRANSITIONS[["same-t", "SNR-matched"].index(transition)])
+    # ComfyUI 0.3.75 does not check V3 combo values against their options; newer versions do.
+    # preset, selection, renoise and expansion are checked by preset_options.
+    for name, value, choices in (("transition", transition, TRANSITION_CHOICES),
+                                 ("coarse_factor", coarse_factor, COARSE_FACTOR_CHOICES)):
+        if value not in choices:
+            raise ValueError(f"Fresco {name} must be one of {', '.join(choices)}, not {value!r}")
+    knobs = dict(selection=selection, renoise=renoise, expansion=expansion, transition=TRANSITION_CHOICES[transition])
     if preset == "custom":
         knobs.update(split=parse_split(stage_split), factor=int(coarse_factor), first_ratio=first_upsample,
                      ratio_per_step=upsample_per_step)
@@ -55,8 +62,8 @@ def _options(preset, stage_split, coarse_factor, first_upsample, upsample_per_st
 
 class _FrescoOptionsNode(io.ComfyNode):
     @classmethod
-    def validate_inputs(cls, stage_split):   # named arguments only: ComfyUI still checks every other input
-        if isinstance(stage_split, str):
+    def validate_inputs(cls, stage_split=None):   # only this input is named: ComfyUI checks every other one
+        if isinstance(stage_split, str):  # a linked split arrives as None and is parsed when the node runs
             try:
                 parse_split(stage_split)
             except ValueError as e:

@@ -7,6 +7,7 @@ operating points against FLUX.1-dev with 50 steps: quality 9/10/11 (NFE 30, repo
 balanced 5/6/7 (NFE 18, reported 4.72x), fast 2/3/4 (NFE 9, reported 10.27x). A split is a set of
 proportions, scaled to the number of steps asked for.
 """
+import math
 from dataclasses import dataclass, fields, replace
 
 SELECTIONS = ("variance", "random", "edge")
@@ -83,16 +84,34 @@ def preset_options(name, **overrides):
     return FrescoOptions(**base).validated()
 
 
-def parse_split(text):
-    """'5/6/7' (or '5,6,7') -> (5.0, 6.0, 7.0)."""
-    parts = [p for p in str(text).replace(",", "/").split("/") if p.strip()]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise ValueError(f"stage split must look like 5/6/7 (coarse/progressive/full proportions), not {text!r}")
-    return values
+SPLIT_FORMAT = ("three proportions coarse/progressive/full separated by / or , (e.g. 5/6/7): finite numbers "
+                ">= 0, the full-resolution part > 0")
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """'5/6/7' (or '5,6,7') -> (5.0, 6.0, 7.0); ValueError naming SPLIT_FORMAT otherwise."""
+    def bad(problem):
+        return ValueError(f"stage split {text!r}: {problem}; it must be {SPLIT_FORMAT}")
+
+    parts = [p.strip() for p in str(text).replace(",", "/").split("/")]
+    if len(parts) != 3 and all(parts):
+        raise bad(f"has {len(parts)} part{'' if len(parts) == 1 else 's'}")
+    values = []
+    for i, part in enumerate(parts, 1):
+        if not part:
+            raise bad(f"part {i} is empty")
+        try:
+            v = float(part)
+        except ValueError:
+            raise bad(f"{part!r} is not a number") from None
+        if not math.isfinite(v):
+            raise bad(f"{part!r} is not a finite number")
+        if v < 0:
+            raise bad(f"{part!r} is negative")
+        values.append(v)
+    if values[2] <= 0:
+        raise bad("the full-resolution part must be > 0")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
