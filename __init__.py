@@ -1,11 +1,11 @@
 """ComfyUI-FastDiT: training-free acceleration nodes for diffusion transformers.
 
 ComfyUI calls `comfy_entrypoint()` (V3 node API). NODE_CLASS_MAPPINGS is deliberately not
-defined: when it exists ComfyUI ignores the entry point.
+defined: when it exists ComfyUI ignores the entry point. The nodes are imported when ComfyUI asks
+for them, so the package itself imports without ComfyUI (scripts and kernels of a checkout).
 """
-# ComfyUI imports this folder as a package. Test collectors may also import this file as a lone
-# module (e.g. from a checkout folder named "ComfyUI-FastDiT"), where there is nothing to export.
-if __package__:
-    from .nodes import comfy_entrypoint
 
-    __all__ = ["comfy_entrypoint"]
+
+async def comfy_entrypoint():
+    from .nodes import FastDiTExtension
+    return FastDiTExtension()

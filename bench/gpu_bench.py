@@ -169,8 +169,8 @@ def kernel_bandwidth(device, numel, n_terms=3, repeats=20):
     """GB/s of the forecast (n_terms reads + 1 write) vs a plain copy (1 read + 1 write) on one card."""
     import torch
 
-    from fastdit.kernels import backend
-    from fastdit.kernels.forecast import forecast, forecast_reference
+    from kernels import backend
+    from kernels.forecast import forecast, forecast_reference
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     terms = [torch.randn(numel, device=device, dtype=dtype) for _ in range(n_terms)]
     out = torch.empty_like(terms[0])
@@ -194,8 +194,8 @@ def token_kernel_bandwidth(device, latent_hw, repeats=20):
     """GB/s of the mixed-token gather and scatter (half the cells fine, half coarse) on one card."""
     import torch
 
-    from fastdit.kernels import backend
-    from fastdit.kernels.tokens import gather_tokens, scatter_tokens
+    from kernels import backend
+    from kernels.tokens import gather_tokens, scatter_tokens
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     latent = torch.randn(1, 16, 1, latent_hw, latent_hw, device=device, dtype=dtype)
     rows = []

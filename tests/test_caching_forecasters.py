@@ -6,7 +6,7 @@ import torch
 
 from fastdit.caching import TaylorCacheConfig, forecasters as fc
 from fastdit.caching.store import SlotStore, chunk_rows
-from fastdit.kernels.forecast import forecast_reference
+from kernels.forecast import forecast_reference
 
 
 def test_hermite_polynomials():

@@ -7,7 +7,7 @@ from fastdit.dynres import haar, selection, transition
 from fastdit.dynres.layout import CellGrid, row_coordinates
 from fastdit.dynres.noise_field import NoiseField, coarse_noise, coarse_start, detail_noise
 from fastdit.dynres.stages import PRESETS, FrescoOptions, StagePlan, parse_split, preset_options
-from fastdit.kernels.tokens import gather_tokens_torch, scatter_tokens_torch
+from kernels.tokens import gather_tokens_torch, scatter_tokens_torch
 
 
 def test_h4_is_orthonormal_and_its_own_inverse():

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from conftest import ROOT
-from fastdit.kernels import backend
-from fastdit.kernels.forecast import forecast, forecast_reference
+from kernels import backend
+from kernels.forecast import forecast, forecast_reference
 
 pytest.importorskip("triton")
 
 _SCRIPT = textwrap.dedent("""
     import torch
-    from fastdit.kernels.forecast import forecast, forecast_reference, forecast_triton
-    from fastdit.kernels import backend
+    from kernels.forecast import forecast, forecast_reference, forecast_triton
+    from kernels import backend
     assert backend(torch.zeros(1)) == "triton"
     gen = torch.Generator().manual_seed(0)
     worst = {}

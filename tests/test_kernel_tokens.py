@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from conftest import ROOT
-from fastdit.kernels import tokens as K
+from kernels import tokens as K
 
 
 def _patchify(x):
@@ -54,7 +54,7 @@ def test_bad_row_tables_are_refused():
 _TRITON_SCRIPT = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
-from fastdit.kernels import backend, tokens as K
+from kernels import backend, tokens as K
 from fastdit.dynres.layout import CellGrid
 results = []
 for dtype in (torch.float32, torch.float16):

@@ -61,5 +61,5 @@ class TaylorCacheConfig:
         return forecasters.update(state, feature, position, self.max_order, self.warmup_steps, cache_device, owned)
 
     def predict(self, state, position, out):
-        from ..kernels.forecast import forecast
+        from ...kernels.forecast import forecast
         return forecasters.predict(state, self.mode, self.max_order, float(self.sigma), position, forecast, out=out)

@@ -8,12 +8,10 @@ velocities back to a carrier-shaped output (a coarse token's velocity fills its 
 cell is fine the model's own forward runs untouched, so other wrappers and patches see a normal
 call. Plain joint attention, no mask or reweighting (RALU).
 """
-import inspect
-
 import torch
 
-from ..adapters import UnsupportedInputError, UnsupportedModelError, for_model
-from ..kernels.tokens import gather_tokens, scatter_tokens
+from ..adapters import UnsupportedInputError, UnsupportedModelError, call_arguments, for_model
+from ...kernels.tokens import gather_tokens, scatter_tokens
 from .layout import as5d
 
 LAYOUT_KEY = "fastdit_dynres"      # transformer_options: the current MixedLayout
@@ -30,13 +28,6 @@ def mixed_adapter(model, technique="Fresco"):
             f"{technique} runs mixed-resolution token sets on {', '.join(MIXED_FAMILIES.values())}; "
             f"this model is {adapter.display_name}.")
     return adapter
-
-
-def call_arguments(diffusion_model, args, kwargs):
-    """The DIFFUSION_MODEL call's arguments by name (extra keyword arguments under "kwargs")."""
-    bound = inspect.signature(diffusion_model._forward).bind(*args, **kwargs)
-    bound.apply_defaults()
-    return dict(bound.arguments)
 
 
 def mixed_resolution_wrapper(executor, *args, **kwargs):
@@ -78,7 +69,7 @@ def mixed_forward(diffusion_model, call, layout):
     n_text = 0 if context is None else context.shape[1]
     txt_ids = adapter.mixed_text_positions(n_text, layout.grid.fine_grid, layout.scale)
     txt_ids = txt_ids.to(x.device)[None].repeat(batch, 1, 1)
-    out = adapter.run_mixed(call, img, img_ids, txt_ids)[:, :rows.shape[1]]
+    out = adapter.run_mixed(call, img, img_ids, txt_ids, n_target=rows.shape[1])[:, :rows.shape[1]]
     shape = (batch, out.shape[-1] // 4, *x5.shape[2:])
     velocity = scatter_tokens(out, rows, shape, f)
     return velocity if x.ndim == 5 else velocity.squeeze(2)

@@ -14,7 +14,7 @@ the user's size (memory estimate, previews and output shape stay those of the fu
 
 Layout. Per sample, an `up` mask [T, Hc, Wc] over the cells gives the token sequence: the fine
 tokens of up cells and of the edge strip (raster order), then the coarse tokens of the remaining
-cells (raster order), each described by a row (t, y0, x0, s) for fastdit.kernels.tokens.
+cells (raster order), each described by a row (t, y0, x0, s) for kernels.tokens.
 """
 import itertools
 from dataclasses import dataclass

@@ -42,7 +42,7 @@ class ComfyServer:
     def start(self, timeout=120):
         for sub in ("custom_nodes", "web_empty", "models", "input", "output", "temp", "user"):
             os.makedirs(os.path.join(self.base, sub), exist_ok=True)
-        link = os.path.join(self.base, "custom_nodes", "ComfyUI-FastDiT")
+        link = os.path.join(self.base, "custom_nodes", "comfyui-fastdit")  # the name a registry install gets
         if not os.path.exists(link):
             os.symlink(PACK_DIR, link)
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),

@@ -5,6 +5,14 @@ torch reference otherwise (Windows, macOS, CPU) -- the fallback is a feature, no
 Set FASTDIT_KERNELS=torch to force the reference, FASTDIT_KERNELS=triton to require Triton (with
 TRITON_INTERPRET=1 that also runs the kernels on CPU tensors, which is how the tests check them).
 """
+
+if __name__ == "kernels":  # imported by its top-level name from a checkout: use the pack's copy (see fastdit)
+    import importlib
+    import sys
+
+    import fastdit  # noqa: F401  (routes the top-level names to the pack)
+    sys.modules[__name__] = importlib.import_module("comfyui_fastdit.kernels")
+
 import functools
 import os
 
