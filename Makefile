@@ -1,10 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - run the shared workflows through the real ComfyUI server, then the demo-model bench
 #   make test   - run the test suite (the fast default set, real ComfyUI included)
+# and one more runs the suite on the other ComfyUI versions the pack supports:
+#   make test-versions - the suite against each ComfyUI source archive in $(COMFYUI_ARCHIVES)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+COMFYUI_ARCHIVES ?= ../shared/comfyui
 
-.PHONY: demo test test-all bench env clean-env
+.PHONY: demo test test-all test-versions bench env clean-env
 
 $(VENV)/.fastdit-setup-v1:
 	VENV=$(VENV) bash scripts/setup_env.sh
@@ -20,5 +23,8 @@ test: env
 test-all: env
 	$(PY) -m pytest -q -m ""
 
+test-versions: env
+	VENV=$(VENV) COMFYUI_ARCHIVES=$(COMFYUI_ARCHIVES) bash scripts/test_versions.sh
+
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .versions
