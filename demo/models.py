@@ -100,6 +100,24 @@ def new(config=FLUX_CONFIG, seed=0):
     return DemoModel(base, text.TextEncoder(config["context_in_dim"]), pos, dict(config), {})
 
 
+NORM_WEIGHT_NAMES = (".scale", ".weight")  # FLUX RMSNorm weights: "scale" in older ComfyUI, "weight" later
+
+
+def norm_keys_as_expected(state_dict, expected_keys):
+    """The state dict with RMSNorm weights renamed to the name the model in use expects, so weights
+    saved under one ComfyUI load under the other."""
+    expected = set(expected_keys)
+    out = {}
+    for key, value in state_dict.items():
+        if key not in expected:
+            for old, new in (NORM_WEIGHT_NAMES, NORM_WEIGHT_NAMES[::-1]):
+                if key.endswith(old) and key[:-len(old)] + new in expected:
+                    key = key[:-len(old)] + new
+                    break
+        out[key] = value
+    return out
+
+
 def weights_path(name):
     if name not in WEIGHT_FILES:
         raise ValueError(f"unknown demo model {name!r}; available: {', '.join(WEIGHT_FILES)}")
@@ -124,7 +142,7 @@ def load(name_or_path, dtype=torch.bfloat16):
              "position": position.PositionEmbedding(config["hidden_size"])}
     for prefix, module in parts.items():
         sub = {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}
-        module.load_state_dict(sub, strict=True)
+        module.load_state_dict(norm_keys_as_expected(sub, module.state_dict().keys()), strict=True)
         module.to(dtype)
     parts["text_encoder"].float()
     return DemoModel(base, parts["text_encoder"], parts["position"], config, metadata)

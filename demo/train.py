@@ -43,6 +43,10 @@ def _boot():
         sys.path.insert(0, ROOT)
     from fastdit.testing import comfy_env
     comfy_env.boot(load_pack=False)
+    import comfy.model_management
+    # Newer ComfyUI routes RoPE and some ops through fused kernels without autograd formulas unless
+    # this flag is set (older versions do not read it).
+    comfy.model_management.in_training = True
 
 
 def shift(t, mu):

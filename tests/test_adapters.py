@@ -85,8 +85,31 @@ def test_token_layout_matches_real_sequence(family):
     assert layout.reference == slice(tm.TEXT_TOKENS + 48, layout.n_total)
 
 
-def test_hunyuan_layout_is_image_first():
-    latent = torch.zeros(tm.latent_shape("hunyuan_video", 8, 8, frames=2))
-    ad = adapters.for_model(tm.make_model("hunyuan_video"))
-    layout = ad.token_layout(latent.shape, n_text=tm.TEXT_TOKENS)
-    assert layout.image == slice(0, 32) and layout.text == slice(32, 32 + tm.TEXT_TOKENS)
+def test_hunyuan_layout_follows_the_models_joint_order():
+    """HunyuanVideo's joint sequence was [image, text] in older ComfyUI and is [text, image] since;
+    the layout must say what this model does: the single blocks' joint input is checked against the
+    text stream the double blocks hand over."""
+    model = tm.make_model("hunyuan_video")
+    dm = model.model.diffusion_model
+    latent = torch.randn(tm.latent_shape("hunyuan_video", 8, 8, frames=2))
+    layout = adapters.for_model(model).token_layout(latent.shape, n_text=tm.TEXT_TOKENS)
+    seen = {}
+
+    def last_double(args, extra):
+        out = extra["original_block"](args)
+        seen["txt"] = out["txt"].clone()
+        return out
+
+    def first_single(args, extra):
+        seen["joint"] = args["img"].clone()
+        return extra["original_block"](args)
+
+    opts = {"patches_replace": {"dit": {("double_block", len(dm.double_blocks) - 1): last_double,
+                                        ("single_block", 0): first_single}}}
+    cond = tm.conditioning("hunyuan_video")[0]
+    with torch.no_grad():
+        dm(latent, torch.full((1,), 0.5), cond[0], y=cond[1]["pooled_output"], guidance=torch.full((1,), 3.5),
+           transformer_options=opts)
+    assert layout.n_image == 32 and seen["joint"].shape[1] == layout.n_total
+    assert torch.equal(seen["joint"][:, layout.text], seen["txt"])
+    assert not torch.equal(seen["joint"][:, layout.image][:, :tm.TEXT_TOKENS], seen["txt"])

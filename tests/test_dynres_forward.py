@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fastdit import adapters
-from fastdit.dynres.forward import call_arguments, mixed_adapter, mixed_forward
+from fastdit.adapters import call_arguments
+from fastdit.dynres.forward import mixed_adapter, mixed_forward
 from fastdit.dynres.layout import CellGrid, MixedLayout, as5d
 from fastdit.testing import tiny_models as tm
 
@@ -142,3 +143,41 @@ def test_reference_placements_match_the_model_for_every_method(family, method):
         want = dm(x, t, context, **kwargs)
         got = _mixed(dm, ad, x, t, context, kwargs, torch.ones((1, *grid.cell_shape), dtype=torch.bool), "fine")
     assert torch.equal(got, want)
+
+
+def _knows_index_timestep_zero(family, dm):
+    """Whether this ComfyUI's model implements the index_timestep_zero reference method (a feature of
+    the model code, read from it, not from a version number)."""
+    import inspect
+    if family == "qwen_image_edit":
+        return "timestep_zero_index" in inspect.signature(type(dm.transformer_blocks[0]).forward).parameters
+    return "timestep_zero_index" in inspect.signature(dm.forward_orig).parameters
+
+
+@pytest.mark.parametrize("family", ["qwen_image_edit", "flux_kontext"])
+def test_index_timestep_zero_references_follow_the_model_or_are_refused(family):
+    """References modulated at timestep 0 (the default of Qwen-Image-Edit-2511 checkpoints): where the
+    model implements the method, the all-fine and all-coarse mixed forwards equal the model's own;
+    where it does not, Fresco refuses with a message naming the method."""
+    dm, ad = _setup(family)
+    shape = tm.latent_shape(family, 16, 16)
+    ref = tm.reference_latent(family, 16, 16)
+    x, t, context, kwargs = _inputs(family, shape, reference=ref)
+    kwargs["ref_latents_method"] = "index_timestep_zero"
+    grid = CellGrid.of(shape, 2)
+    if not _knows_index_timestep_zero(family, dm):
+        with pytest.raises(adapters.UnsupportedInputError, match="index_timestep_zero"):
+            _mixed(dm, ad, x, t, context, kwargs, grid.all_coarse(), "coarse")
+        return
+    with torch.no_grad():
+        want = dm(x, t, context, **kwargs)
+        got = _mixed(dm, ad, x, t, context, kwargs, torch.ones((1, *grid.cell_shape), dtype=torch.bool), "fine")
+        assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+        other = dm(x, t, context, **dict(kwargs, ref_latents_method="index"))
+        assert not torch.allclose(other, want, atol=1e-4)   # the method changes the result
+        carrier = grid.spread(grid.coarse(as5d(x))).view(shape)
+        low = grid.coarse(as5d(x)).view(*shape[:-2], 8, 8)
+        low_ref = grid.coarse(as5d(ref)).view(*ref.shape[:-2], 8, 8)
+        want_low = grid.spread(as5d(dm(low, t, context, **dict(kwargs, ref_latents=[low_ref]))))
+        got_low = _mixed(dm, ad, carrier, t, context, kwargs, grid.all_coarse(), "coarse")
+    assert torch.allclose(as5d(got_low), want_low, atol=1e-5), float((as5d(got_low) - want_low).abs().max())

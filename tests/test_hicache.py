@@ -368,3 +368,44 @@ def test_blocks_of_an_unknown_interface_fall_back_to_block_granularity(info_log)
     assert warnings and "('double_block', 1)" in warnings[0]
     line = _summaries(info_log)[0][0]
     assert "block granularity used for 1 blocks without module slots" in line
+
+
+def _halve_attention(attn, extra_options):
+    return attn * 0.5
+
+
+@pytest.mark.parametrize("family", ["flux", "qwen_image"])
+def test_attention_patches_use_block_granularity(family, info_log):
+    """Blocks of newer releases run attn1_patch / attn1_output_patch inside attention, which the module
+    math cannot follow: HiCache caches whole blocks, says so, and a full compute equals the model's."""
+    model = tm.make_model(family).clone()
+    model.set_model_attn1_output_patch(_halve_attention)
+    base = _sample(model, family)
+    assert torch.equal(_sample(apply_hicache(model, interval=1), family), base)
+    out = _sample(apply_hicache(model, interval=4, warmup_steps=2), family)
+    assert torch.isfinite(out).all() and _rel_err(out, base) < 0.35
+    warnings = [r.getMessage() for r in info_log.records if "module granularity cannot follow" in r.getMessage()]
+    assert warnings and "attn1_output_patch" in warnings[0]
+    assert "block granularity for every block: attention patches (attn1_output_patch)" in _summaries(info_log)[0][-1]
+
+
+@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+def test_index_timestep_zero_references_use_block_granularity(family, info_log):
+    """References modulated at timestep 0 reach the blocks through the model's closures: block granularity."""
+    model = tm.make_model(family)
+    ref = tm.reference_latent(family)
+    pos = tm.conditioning(family, 0, reference=ref)
+    neg = tm.conditioning(family, 1, reference=ref)
+    for cond in (pos, neg):
+        cond[0][1]["reference_latents_method"] = "index_timestep_zero"
+    latent = torch.zeros(tm.latent_shape(family, 16, 16))
+    noise = comfy.sample.prepare_noise(latent, 0)
+
+    def sample(m):
+        return comfy.sample.sample(m, noise, 12, 2.0, "euler", "simple", pos, neg, latent, disable_pbar=True)
+
+    base = sample(model)
+    assert torch.equal(sample(apply_hicache(model, interval=1)), base)
+    assert _rel_err(sample(apply_hicache(model, interval=4, warmup_steps=2)), base) < 0.35
+    assert "block granularity for every block: the index_timestep_zero reference method" in \
+        [line for line in _summaries(info_log)[0]][-1]

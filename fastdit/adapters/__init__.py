@@ -3,7 +3,8 @@
 `for_model(model)` returns the adapter for a ModelPatcher (or a DiT module) or raises
 UnsupportedModelError naming the supported families.
 """
-from .base import BlockRef, ModelAdapter, TokenLayout, UnsupportedInputError, UnsupportedModelError
+from .base import (BlockRef, ModelAdapter, TokenLayout, UnsupportedInputError, UnsupportedModelError, call_arguments,
+                   reference_method)
 from .flux import FluxAdapter
 from .hunyuan_video import HunyuanVideoAdapter
 from .qwen_image import QwenImageAdapter
@@ -33,4 +34,4 @@ def for_model(model, technique="FastDiT"):
 
 
 __all__ = ["ADAPTERS", "BlockRef", "ModelAdapter", "TokenLayout", "UnsupportedInputError", "UnsupportedModelError",
-           "diffusion_model_of", "for_model", "supported_families"]
+           "call_arguments", "diffusion_model_of", "for_model", "reference_method", "supported_families"]

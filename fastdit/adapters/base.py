@@ -3,6 +3,7 @@
 An adapter wraps the DiT module (`patcher.model.diffusion_model`) of one family. Techniques ask it
 questions and never look at the model class themselves, so adding a family is adding one file.
 """
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -63,6 +64,27 @@ class BlockRef:
     @property
     def patch_key(self):
         return (f"{self.kind}_block", self.index)
+
+
+def call_arguments(diffusion_model, args, kwargs) -> dict:
+    """A DIFFUSION_MODEL call's arguments by name, bound to the model's own `_forward` signature
+    (so positions that differ between ComfyUI releases never matter); extra keyword arguments sit
+    under "kwargs"."""
+    bound = inspect.signature(diffusion_model._forward).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def reference_method(diffusion_model, call, default):
+    """How the call places its reference latents: the call's ref_latents_method, else the model's
+    own default_ref_method (on the model or its params), else `default`; None without references."""
+    if not call.get("ref_latents"):
+        return None
+    explicit = (call.get("kwargs") or {}).get("ref_latents_method")
+    if explicit:
+        return explicit
+    params = getattr(diffusion_model, "params", None)
+    return getattr(diffusion_model, "default_ref_method", None) or getattr(params, "default_ref_method", None) or default
 
 
 def grid_len(n, patch):

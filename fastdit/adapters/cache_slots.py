@@ -36,10 +36,18 @@ class CacheSlots:
         re-expresses (callers then fall back to block granularity)."""
         return None
 
-    def call_facts(self, args, kwargs):
-        """Per-call facts a block needs that the block-replacement args lack (from the
-        DIFFUSION_MODEL wrapper's arguments)."""
+    def call_facts(self, call):
+        """Per-call facts a block needs that the block-replacement args lack, from the
+        DIFFUSION_MODEL call's arguments by name (`call_arguments`)."""
         return {}
+
+    def module_math_refusal(self, call, facts):
+        """Why this call's blocks cannot run the re-expressed module math (they then use block
+        granularity), or None. Blocks of newer releases run transformer_options["patches"]
+        "attn1_patch" / "attn1_output_patch" inside attention, which the module math does not."""
+        patches = (call.get("transformer_options") or {}).get("patches") or {}
+        found = [name for name in ("attn1_patch", "attn1_output_patch") if patches.get(name)]
+        return f"attention patches ({', '.join(found)})" if found else None
 
     def run_full(self, ref, args, facts):
         """Run the block; return (output dict, {slot: pre-gate module output})."""

@@ -4,9 +4,11 @@ Joint sequence [text, target, references]; text tokens all at RoPE position (0, 
 tokens at (0, row, col); Kontext references appended after the target with frame index 1
 (method "offset", the Flux.1 default) at their own (row, col) grid.
 """
+import inspect
+
 import torch
 
-from .base import BlockRef, ModelAdapter, grid_len, stack_ids
+from .base import BlockRef, ModelAdapter, grid_len, reference_method, stack_ids
 
 
 class FluxAdapter(ModelAdapter):
@@ -59,9 +61,14 @@ class FluxAdapter(ModelAdapter):
             raise UnsupportedInputError("an attention mask is sized for the full token grid")
         if args["transformer_options"].get("rope_options") is not None:
             raise UnsupportedInputError("RoPE scaling options (set_model_rope_options) change the positions")
-        method = args.get("kwargs", {}).get("ref_latents_method", self.model.params.default_ref_method)
-        if args.get("ref_latents") and method not in ("offset", "index", "uxo"):
-            raise UnsupportedInputError(f"reference latent method {method!r} (supported: offset, index, uxo)")
+        method = reference_method(self.model, args, "offset")
+        if args.get("ref_latents") and method not in ("offset", "index", "index_timestep_zero", "uxo"):
+            raise UnsupportedInputError(f"reference latent method {method!r} "
+                                        "(supported: offset, index, index_timestep_zero, uxo)")
+        if args.get("ref_latents") and method == "index_timestep_zero" and \
+                "timestep_zero_index" not in inspect.signature(self.model.forward_orig).parameters:
+            raise UnsupportedInputError("reference latent method 'index_timestep_zero': this ComfyUI's FLUX model "
+                                        "does not implement it (update ComfyUI)")
         return args["x"], list(args.get("ref_latents") or []), method
 
     def reference_placements(self, latent_shape, reference_shapes, method):
@@ -74,7 +81,7 @@ class FluxAdapter(ModelAdapter):
         for shape in reference_shapes:
             rh, rw = shape[-2:]
             h_off = w_off = 0
-            if method == "index":
+            if method in ("index", "index_timestep_zero"):
                 index += self.model.params.ref_index_scale
             elif method == "uxo":
                 index, h_off, w_off = 0, h_len * p + h, w_len * p + w
@@ -88,11 +95,18 @@ class FluxAdapter(ModelAdapter):
     def mixed_text_positions(self, n_text, grid, scale):
         return self.text_positions(n_text, grid)
 
-    def run_mixed(self, args, img, img_ids, txt_ids):
-        """The model on image tokens `img` [B, N, C*4] at `img_ids`; returns [B, N, C_out*4]."""
+    def run_mixed(self, args, img, img_ids, txt_ids, n_target):
+        """The model on image tokens `img` [B, N, C*4] at `img_ids` (the first `n_target` of them the
+        target's, then references); returns [B, N, C_out*4]."""
         m = self.model
-        return m.forward_orig(img, img_ids, args["context"], txt_ids, args["timestep"], args.get("y"),
-                              args.get("guidance"), None, args["transformer_options"], attn_mask=None)
+        timestep, extra = args["timestep"], {}
+        if reference_method(m, args, "offset") == "index_timestep_zero":
+            # references are modulated at timestep 0 (as Flux._forward does for this method)
+            timestep = torch.cat([timestep, timestep * 0], dim=0)
+            extra["timestep_zero_index"] = [[n_target, img.shape[1]]]
+        return m.forward_orig(img, img_ids, args["context"], txt_ids, timestep, args.get("y"),
+                              guidance=args.get("guidance"), control=None,
+                              transformer_options=args["transformer_options"], attn_mask=None, **extra)
 
 # ---------------------------------------------------------------------------------------------
 # Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
@@ -107,6 +121,12 @@ FLUX_SINGLE_SLOTS = ("total",)
 FLUX_DOUBLE_FORWARD = ("img", "txt", "vec", "pe", "attn_mask", "modulation_dims_img", "modulation_dims_txt",
                        "transformer_options")
 FLUX_SINGLE_FORWARD = ("x", "vec", "pe", "attn_mask", "modulation_dims", "transformer_options")
+
+
+def image_first_block(block):
+    """Whether a double block attends over [image, text] (older HunyuanVideo blocks carry
+    flipped_img_txt=True) rather than [text, image] (FLUX; every block once the flag is gone)."""
+    return bool(getattr(block, "flipped_img_txt", False))
 
 
 def _gateable(t, modulation_dims):
@@ -130,12 +150,13 @@ def flux_double_full(block, img, txt, vec, pe, attn_mask=None, mod_dims_img=None
     txt_mod1, txt_mod2 = block.txt_mod(vec)
     img_q, img_k, img_v = _stream_qkv(block.img_norm1, block.img_attn, img, img_mod1, mod_dims_img, block.num_heads)
     txt_q, txt_k, txt_v = _stream_qkv(block.txt_norm1, block.txt_attn, txt, txt_mod1, mod_dims_txt, block.num_heads)
-    first, second = ((img_q, img_k, img_v), (txt_q, txt_k, txt_v)) if block.flipped_img_txt else \
+    image_first = image_first_block(block)
+    first, second = ((img_q, img_k, img_v), (txt_q, txt_k, txt_v)) if image_first else \
         ((txt_q, txt_k, txt_v), (img_q, img_k, img_v))
     q, k, v = (torch.cat((a, b), dim=2) for a, b in zip(first, second))
     attn = layers.attention(q, k, v, pe=pe, mask=attn_mask, transformer_options=transformer_options)
-    split = img.shape[1] if block.flipped_img_txt else txt.shape[1]
-    if block.flipped_img_txt:
+    split = img.shape[1] if image_first else txt.shape[1]
+    if image_first:
         img_attn, txt_attn = attn[:, :split], attn[:, split:]
     else:
         txt_attn, img_attn = attn[:, :split], attn[:, split:]
@@ -224,6 +245,11 @@ class FluxCacheSlots(CacheSlots):
         x, feats = flux_single_full(ref.module, args["img"], args["vec"], args["pe"], self._mask(args),
                                     args.get("modulation_dims"), transformer_options=opts)
         return {"img": x}, feats
+
+    def module_math_refusal(self, call, facts):
+        if reference_method(self.adapter.model, call, "offset") == "index_timestep_zero":
+            return "the index_timestep_zero reference method"   # per-token modulation reaches the blocks by closure
+        return super().module_math_refusal(call, facts)
 
     def run_forecast(self, ref, args, preds, facts):
         if ref.kind == "double":

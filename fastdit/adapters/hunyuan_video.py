@@ -1,7 +1,9 @@
 """HunyuanVideo: comfy.ldm.hunyuan_video.model.HunyuanVideo (3-D patches, video latents).
 
-Latents are 5-D [B, 16, T, H, W]; patch (1, 2, 2). The joint sequence is [image, text] (image
-FIRST, unlike FLUX); image ids (frame, row, col); text ids zero. Double and single blocks as FLUX.
+Latents are 5-D [B, 16, T, H, W]; patch (1, 2, 2). The joint sequence is [image, text] in models
+whose blocks carry flipped_img_txt=True (older ComfyUI) and [text, image] otherwise: the adapter
+reads the order from the model's blocks. Image ids (frame, row, col); text ids zero. Double and
+single blocks as FLUX.
 """
 from .base import BlockRef, ModelAdapter, grid_len, stack_ids
 
@@ -9,7 +11,11 @@ from .base import BlockRef, ModelAdapter, grid_len, stack_ids
 class HunyuanVideoAdapter(ModelAdapter):
     family = "hunyuan_video"
     display_name = "HunyuanVideo"
-    text_first = False
+
+    @property
+    def text_first(self):
+        from .flux import image_first_block
+        return not image_first_block(self.model.double_blocks[0])
 
     @classmethod
     def matches(cls, dm):
@@ -66,7 +72,7 @@ class HunyuanVideoAdapter(ModelAdapter):
         import torch
         return torch.zeros(n_text, 3)
 
-    def run_mixed(self, args, img, img_ids, txt_ids):
+    def run_mixed(self, args, img, img_ids, txt_ids, n_target):
         import torch
         from comfy.ldm.flux.layers import timestep_embedding
         m = self.model
@@ -81,7 +87,8 @@ class HunyuanVideoAdapter(ModelAdapter):
             at = torch.where(opts["sigmas"][0] == opts["sample_sigmas"])[0]
             if len(at) > 0:
                 r = opts["sample_sigmas"][at[0] + 1].unsqueeze(0).to(device=timesteps.device, dtype=timesteps.dtype)
-                vec = (vec + time_r_in(timestep_embedding(r, 256, time_factor=1000.0).to(x.dtype))) / 2
+                vec_r = time_r_in(timestep_embedding(r, 256, time_factor=1000.0).to(x.dtype))
+                vec = vec + vec_r if getattr(m.params, "meanflow_sum", False) else (vec + vec_r) / 2
         if m.vector_in is not None:
             vec = vec + m.vector_in(y[:, :m.params.vec_in_dim])
         if m.params.guidance_embed and guidance is not None:
@@ -93,11 +100,13 @@ class HunyuanVideoAdapter(ModelAdapter):
         if getattr(m, "cond_type_embedding", None) is not None:
             kinds = torch.zeros_like(txt[:, :, 0], dtype=torch.long)
             txt = txt + m.cond_type_embedding.to(txt.device)(kinds).to(txt.dtype)
-        pe = m.pe_embedder(torch.cat((img_ids, txt_ids), dim=1))
+        text_first = self.text_first
+        pe = m.pe_embedder(torch.cat((txt_ids, img_ids) if text_first else (img_ids, txt_ids), dim=1))
         attn_mask = None
         if txt_mask is not None:
             attn_mask = torch.zeros((1, 1, n + txt.shape[1]), dtype=x.dtype, device=x.device)
-            attn_mask[:, 0, n:] = txt_mask
+            text = slice(0, txt.shape[1]) if text_first else slice(n, None)
+            attn_mask[:, 0, text] = txt_mask
         blocks_replace = opts.get("patches_replace", {}).get("dit", {})
         opts["total_blocks"], opts["block_type"] = len(m.double_blocks), "double"
         for i, block in enumerate(m.double_blocks):
@@ -116,7 +125,7 @@ class HunyuanVideoAdapter(ModelAdapter):
             else:
                 x, txt = block(img=x, txt=txt, vec=vec, pe=pe, attn_mask=attn_mask, modulation_dims_img=None,
                                modulation_dims_txt=None, transformer_options=opts)
-        x = torch.cat((x, txt), 1)
+        x = torch.cat((txt, x) if text_first else (x, txt), 1)
         opts["total_blocks"], opts["block_type"] = len(m.single_blocks), "single"
         for i, block in enumerate(m.single_blocks):
             opts["block_index"] = i
@@ -130,12 +139,13 @@ class HunyuanVideoAdapter(ModelAdapter):
                 x = out["img"]
             else:
                 x = block(x, vec=vec, pe=pe, attn_mask=attn_mask, modulation_dims=None, transformer_options=opts)
-        return m.final_layer(x[:, :n], vec, modulation_dims=None)
+        image = x[:, txt.shape[1]:] if text_first else x[:, :n]
+        return m.final_layer(image, vec, modulation_dims=None)
 
 # ---------------------------------------------------------------------------------------------
 # Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
-# HunyuanVideo's blocks are comfy.ldm.flux.layers blocks (flipped_img_txt=True): 20x4 + 40x1 slots
-# on the full model. The single-stream slot covers the joint [image, text] sequence.
+# HunyuanVideo's blocks are comfy.ldm.flux.layers blocks: 20x4 + 40x1 slots on the full model. The
+# single-stream slot covers the joint sequence, whichever its order.
 # ---------------------------------------------------------------------------------------------
 from .flux import FluxCacheSlots  # noqa: E402
 

@@ -6,7 +6,7 @@ TARGET grid and run along all three axes. Edit references (method "index") take 
 """
 import torch
 
-from .base import BlockRef, ModelAdapter, grid_len, stack_ids
+from .base import BlockRef, ModelAdapter, grid_len, reference_method, stack_ids
 
 
 class QwenImageAdapter(ModelAdapter):
@@ -54,9 +54,14 @@ class QwenImageAdapter(ModelAdapter):
         from .base import UnsupportedInputError
         if args.get("control") is not None:
             raise UnsupportedInputError("ControlNet residuals assume the full token grid")
-        method = args.get("kwargs", {}).get("ref_latents_method", "index")
-        if args.get("ref_latents") and method not in ("index", "offset"):
-            raise UnsupportedInputError(f"reference latent method {method!r} (supported: index, offset)")
+        method = reference_method(self.model, args, "index")
+        if args.get("ref_latents") and method not in ("index", "index_timestep_zero", "offset"):
+            raise UnsupportedInputError(f"reference latent method {method!r} "
+                                        "(supported: index, index_timestep_zero, offset)")
+        if args.get("ref_latents") and method == "index_timestep_zero" and \
+                "timestep_zero_index" not in forward_params(self.model.transformer_blocks[0]):
+            raise UnsupportedInputError("reference latent method 'index_timestep_zero': this ComfyUI's Qwen-Image "
+                                        "model does not implement it (update ComfyUI)")
         return args["x"], list(args.get("ref_latents") or []), method
 
     def reference_placements(self, latent_shape, reference_shapes, method):
@@ -68,7 +73,7 @@ class QwenImageAdapter(ModelAdapter):
         for shape in reference_shapes:
             rh, rw = shape[-2:]
             h_off = w_off = 0
-            if method == "index":
+            if method in ("index", "index_timestep_zero"):
                 index += 1
             else:
                 index = 1
@@ -81,17 +86,25 @@ class QwenImageAdapter(ModelAdapter):
         start = max(grid[1] // 2, grid[2] // 2) * scale
         return (start + torch.arange(n_text, dtype=torch.float32))[:, None].repeat(1, 3)
 
-    def run_mixed(self, args, img, img_ids, txt_ids):
+    def run_mixed(self, args, img, img_ids, txt_ids, n_target):
         m = self.model
         opts = args["transformer_options"]
         context, timestep, guidance = args["context"], args["timesteps"], args.get("guidance")
-        txt_mask = args.get("attention_mask")
+        txt_mask = additive_text_mask(args.get("attention_mask"), img.dtype)
+        block_extra = {}
+        if reference_method(m, args, "index") == "index_timestep_zero":
+            # references are modulated at timestep 0 (as the model's _forward does for this method)
+            timestep = torch.cat([timestep, timestep * 0], dim=0)
+            block_extra["timestep_zero_index"] = n_target
         pe = m.pe_embedder(torch.cat((txt_ids, img_ids), dim=1)).to(img.dtype).contiguous()
         hidden = m.img_in(img)
         txt = m.txt_in(m.txt_norm(context))
-        if guidance is not None:
-            guidance = guidance * 1000
-        temb = m.time_text_embed(timestep, hidden) if guidance is None else m.time_text_embed(timestep, guidance, hidden)
+        if guidance is not None:   # older releases: an optional guidance embedding
+            temb = m.time_text_embed(timestep, guidance * 1000, hidden)
+        elif args.get("additional_t_cond") is not None:
+            temb = m.time_text_embed(timestep, hidden, args["additional_t_cond"])
+        else:
+            temb = m.time_text_embed(timestep, hidden)
         blocks_replace = opts.get("patches_replace", {}).get("dit", {})
         block_patches = opts.get("patches", {}).get("double_block", [])
         opts["total_blocks"] = len(m.transformer_blocks)
@@ -102,7 +115,8 @@ class QwenImageAdapter(ModelAdapter):
                 def original(a, block=block):
                     txt_out, img_out = block(hidden_states=a["img"], encoder_hidden_states=a["txt"],
                                              encoder_hidden_states_mask=txt_mask, temb=a["vec"],
-                                             image_rotary_emb=a["pe"], transformer_options=a["transformer_options"])
+                                             image_rotary_emb=a["pe"], transformer_options=a["transformer_options"],
+                                             **block_extra)
                     return {"txt": txt_out, "img": img_out}
                 out = blocks_replace[("double_block", i)](
                     {"img": hidden, "txt": txt, "vec": temb, "pe": pe, "transformer_options": opts},
@@ -110,10 +124,12 @@ class QwenImageAdapter(ModelAdapter):
                 hidden, txt = out["img"], out["txt"]
             else:
                 txt, hidden = block(hidden_states=hidden, encoder_hidden_states=txt, encoder_hidden_states_mask=txt_mask,
-                                    temb=temb, image_rotary_emb=pe, transformer_options=opts)
+                                    temb=temb, image_rotary_emb=pe, transformer_options=opts, **block_extra)
             for patch in block_patches:
                 out = patch({"img": hidden, "txt": txt, "x": args["x"], "block_index": i, "transformer_options": opts})
                 hidden, txt = out["img"], out["txt"]
+        if block_extra:
+            temb = temb.chunk(2, dim=0)[0]
         return m.proj_out(m.norm_out(hidden, temb))
 
 # ---------------------------------------------------------------------------------------------
@@ -126,8 +142,22 @@ class QwenImageAdapter(ModelAdapter):
 from .cache_slots import CacheSlots, forward_params  # noqa: E402
 
 QWEN_SLOTS = ("img_attn", "img_mlp", "txt_attn", "txt_mlp")
-QWEN_FORWARD = ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "temb", "image_rotary_emb",
-                "transformer_options")
+QWEN_FORWARDS = (
+    ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "temb", "image_rotary_emb",
+     "transformer_options"),
+    # blocks that also take timestep_zero_index (only set by the index_timestep_zero reference method,
+    # which the module math does not follow: such calls use block granularity)
+    ("hidden_states", "encoder_hidden_states", "encoder_hidden_states_mask", "temb", "image_rotary_emb",
+     "timestep_zero_index", "transformer_options"),
+)
+
+
+def additive_text_mask(mask, dtype):
+    """A 0/1 text mask as the additive float mask Qwen-Image's attention adds (0 keep, -max drop);
+    float masks are already additive."""
+    if mask is None or torch.is_floating_point(mask):
+        return mask
+    return (mask - 1).to(dtype) * torch.finfo(dtype).max
 
 
 def _qwen_modulate(x, mod_params):
@@ -140,16 +170,23 @@ def _qwen_gates(mod_params):
     return torch.chunk(first, 3, dim=-1)[2].unsqueeze(1), torch.chunk(second, 3, dim=-1)[2].unsqueeze(1)
 
 
-def qwen_block_full(block, img, txt, temb, pe, transformer_options={}):
+def _gate_image(block, feature, stream, gate):
+    """stream + gate * feature on the image stream, as the block does it (its own _apply_gate where it
+    has one, which rounds like addcmul)."""
+    apply = getattr(block, "_apply_gate", None)
+    return apply(feature, stream, gate) if apply is not None else stream + gate * feature
+
+
+def qwen_block_full(block, img, txt, temb, pe, text_mask=None, transformer_options={}):
     """QwenImageTransformerBlock.forward; returns (img, txt, {slot: module output before its gate})."""
     img_mod1, img_mod2 = block.img_mod(temb).chunk(2, dim=-1)
     txt_mod1, txt_mod2 = block.txt_mod(temb).chunk(2, dim=-1)
     img_modulated, img_gate1 = _qwen_modulate(block.img_norm1(img), img_mod1)
     txt_modulated, txt_gate1 = _qwen_modulate(block.txt_norm1(txt), txt_mod1)
     img_attn, txt_attn = block.attn(hidden_states=img_modulated, encoder_hidden_states=txt_modulated,
-                                    encoder_hidden_states_mask=None, image_rotary_emb=pe,
+                                    encoder_hidden_states_mask=text_mask, image_rotary_emb=pe,
                                     transformer_options=transformer_options)
-    img = img + img_gate1 * img_attn
+    img = _gate_image(block, img_attn, img, img_gate1)
     txt = txt + txt_gate1 * txt_attn
     img_modulated2, img_gate2 = _qwen_modulate(block.img_norm2(img), img_mod2)
     img_mlp = block.img_mlp(img_modulated2)
@@ -163,7 +200,7 @@ def qwen_block_full(block, img, txt, temb, pe, transformer_options={}):
 def qwen_block_forecast(block, img, txt, temb, preds):
     img_gate1, img_gate2 = _qwen_gates(block.img_mod(temb))
     txt_gate1, txt_gate2 = _qwen_gates(block.txt_mod(temb))
-    img = img + img_gate1 * preds["img_attn"]
+    img = _gate_image(block, preds["img_attn"], img, img_gate1)
     txt = txt + txt_gate1 * preds["txt_attn"]
     img = torch.addcmul(img, img_gate2, preds["img_mlp"])
     txt = torch.addcmul(txt, txt_gate2, preds["txt_mlp"])
@@ -174,11 +211,21 @@ class QwenImageCacheSlots(CacheSlots):
     def module_slots(self, ref):
         from comfy.ldm.qwen_image.model import QwenImageTransformerBlock
         b = ref.module
-        ok = type(b) is QwenImageTransformerBlock and forward_params(b) == QWEN_FORWARD
+        ok = type(b) is QwenImageTransformerBlock and forward_params(b) in QWEN_FORWARDS
         return QWEN_SLOTS if ok else None
+
+    def call_facts(self, call):
+        """The text mask, which the block replacement's args lack."""
+        return {"text_mask": additive_text_mask(call.get("attention_mask"), call["x"].dtype)}
+
+    def module_math_refusal(self, call, facts):
+        if reference_method(self.adapter.model, call, "index") == "index_timestep_zero":
+            return "the index_timestep_zero reference method"   # per-token timesteps reach the blocks by closure
+        return super().module_math_refusal(call, facts)
 
     def run_full(self, ref, args, facts):
         img, txt, feats = qwen_block_full(ref.module, args["img"], args["txt"], args["vec"], args["pe"],
+                                          facts.get("text_mask"),
                                           transformer_options=args.get("transformer_options") or {})
         return {"img": img, "txt": txt}, feats
 

@@ -93,8 +93,8 @@ class WanCacheSlots(CacheSlots):
               and type(b.cross_attn) in (WanT2VCrossAttention, WanI2VCrossAttention))
         return WAN_SLOTS if ok else None
 
-    def call_facts(self, args, kwargs):
-        clip_fea = args[3] if len(args) > 3 and not isinstance(args[3], dict) else kwargs.get("clip_fea")
+    def call_facts(self, call):
+        clip_fea = call.get("clip_fea")
         return {"context_img_len": None if clip_fea is None else clip_fea.shape[-2]}
 
     def run_full(self, ref, args, facts):

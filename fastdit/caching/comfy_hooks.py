@@ -19,20 +19,10 @@ import logging
 
 import torch
 
-from ..adapters import for_model
+from ..adapters import call_arguments, for_model
 from .schedule import FORECAST
 from .run import CallContext, RunState
 from .store import chunk_rows
-
-
-def _transformer_options(args, kwargs):
-    """The DIFFUSION_MODEL wrapper's transformer_options (last positional in every DiT)."""
-    if args and isinstance(args[-1], dict):
-        return args[-1]
-    opts = kwargs.get("transformer_options")
-    if opts is None and len(args) > 1 and isinstance(args[-2], dict):
-        opts = args[-2]
-    return opts or {}
 
 
 def _make_outer_sample(key):
@@ -72,17 +62,23 @@ def _make_calc_cond_batch(key):
 
 def _make_diffusion_model(key):
     def diffusion_model(executor, *args, **kwargs):
-        opts = _transformer_options(args, kwargs)
+        call = call_arguments(executor.class_obj, args, kwargs)
+        opts = call.get("transformer_options") or {}
         run = opts.get(key + "_run")
         if run is None:
             return executor(*args, **kwargs)
         slots = run.slots_for(executor.class_obj)
-        facts = slots.call_facts(args, kwargs)
+        facts = slots.call_facts(call)
+        refusal = slots.module_math_refusal(call, facts) if run.config.granularity == "module" else None
+        if refusal and refusal not in run.block_granularity_reasons:
+            run.block_granularity_reasons.add(refusal)
+            logging.warning(f"{run.config.technique}: module granularity cannot follow {refusal}; "
+                            "this run caches whole blocks (block granularity)")
         sigma = opts.get("sigmas")
         sigma = None if sigma is None else float(sigma.flatten()[0])  # one host sync per call, not per block
         evaluation = None if sigma is None else run.evaluation(sigma)
         outer_call = run.call
-        run.call = CallContext(slots, evaluation, facts)
+        run.call = CallContext(slots, evaluation, facts, module_math=refusal is None)
         try:
             out = executor(*args, **kwargs)
             if run.call.forecasted and not torch.isfinite(out).all():
@@ -90,7 +86,7 @@ def _make_diffusion_model(key):
                 logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma {sigma:.4f}; "
                                 "recomputing this step in full")
                 run.store.drop(opts.get("uuids") or [])
-                run.call = CallContext(slots, evaluation, facts, force_full=True)
+                run.call = CallContext(slots, evaluation, facts, force_full=True, module_math=refusal is None)
                 out = executor(*args, **kwargs)
             if run.call.stored:
                 run.note_stored()
@@ -116,8 +112,8 @@ def _run_block(run, call, kind, index, args, extra, opts):
     config, slots = run.config, call.slots
     ref = run.block_ref(slots.adapter, kind, index)
     streams = slots.streams(ref)
-    module_slots = slots.module_slots(ref) if config.granularity == "module" else None
-    if config.granularity == "module" and module_slots is None:
+    module_slots = slots.module_slots(ref) if config.granularity == "module" and call.module_math else None
+    if config.granularity == "module" and call.module_math and module_slots is None:
         run.fallback_blocks.add(ref.patch_key)
     names = module_slots or streams  # block granularity: one slot per stream (its output delta)
     lead = args[streams[0]]

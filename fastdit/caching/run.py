@@ -14,6 +14,7 @@ class CallContext:
     evaluation: object            # schedule.Evaluation of this sigma, None when no plan is known
     facts: dict = field(default_factory=dict)
     force_full: bool = False      # set when re-running a call whose forecast was not finite
+    module_math: bool = True      # False: the family cannot follow this call's math per module
     forecasted: bool = False      # some block of this call used a forecast
     stored: bool = False          # some block of this call updated the cache
 
@@ -32,6 +33,7 @@ class RunState:
         self.block_calls = {"full": 0, "forecast": 0}
         self.fallbacks = 0
         self.fallback_blocks = set()
+        self.block_granularity_reasons = set()
         self.peak_bytes = 0
         self.interrupted = False
 
@@ -94,6 +96,8 @@ class RunState:
                 f"{self.peak_bytes / 2 ** 20:.1f} MiB ({c.cache_device})")
         if self.fallbacks:
             line += f"; {self.fallbacks} non-finite forecasts recomputed in full"
+        if self.block_granularity_reasons:
+            line += f"; block granularity for every block: {', '.join(sorted(self.block_granularity_reasons))}"
         if self.fallback_blocks:
             line += f"; block granularity used for {len(self.fallback_blocks)} blocks without module slots"
         if self.interrupted:

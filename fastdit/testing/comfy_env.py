@@ -104,7 +104,7 @@ def execute(graph):
     if not valid:
         raise GraphError(f"invalid graph: {err.get('message')}: {node_errors}", {"error": err, "node_errors": node_errors})
     srv = _QuietServer()
-    ex = execution.PromptExecutor(srv, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    ex = execution.PromptExecutor(srv, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     ex.execute(graph, pid, {}, outputs)
     if not ex.success:
         errors = [d for ev, d in ex.status_messages if ev == "execution_error"]

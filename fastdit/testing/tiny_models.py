@@ -37,7 +37,7 @@ def _hunyuan_config():
     cfg = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=32,
                context_in_dim=64, hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=2,
                depth_single_blocks=2, axes_dim=[8, 12, 12], theta=256, patch_size=[1, 2, 2],
-               qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,
+               qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, meanflow_sum=False,
                use_cond_type_embedding=False, vision_in_dim=None)
     fields = {f.name for f in dataclasses.fields(hy_model.HunyuanVideoParams)}
     return {k: v for k, v in cfg.items() if k in fields or k == "image_model"}
