@@ -145,16 +145,24 @@ def test_reference_placements_match_the_model_for_every_method(family, method):
     assert torch.equal(got, want)
 
 
+def test_flux1_refuses_index_timestep_zero_references():
+    """FLUX.1 models cannot run the index_timestep_zero method (it needs FLUX.2's global modulation)."""
+    dm, ad = _setup("flux_kontext")
+    shape = tm.latent_shape("flux_kontext", 16, 16)
+    x, t, context, kwargs = _inputs("flux_kontext", shape, reference=tm.reference_latent("flux_kontext", 16, 16))
+    kwargs["ref_latents_method"] = "index_timestep_zero"
+    with pytest.raises(adapters.UnsupportedInputError, match="'index_timestep_zero' .supported: offset, index, uxo"):
+        _mixed(dm, ad, x, t, context, kwargs, CellGrid.of(shape, 2).all_coarse(), "coarse")
+
+
 def _knows_index_timestep_zero(family, dm):
     """Whether this ComfyUI's model implements the index_timestep_zero reference method (a feature of
     the model code, read from it, not from a version number)."""
     import inspect
-    if family == "qwen_image_edit":
-        return "timestep_zero_index" in inspect.signature(type(dm.transformer_blocks[0]).forward).parameters
-    return "timestep_zero_index" in inspect.signature(dm.forward_orig).parameters
+    return "timestep_zero_index" in inspect.signature(type(dm.transformer_blocks[0]).forward).parameters
 
 
-@pytest.mark.parametrize("family", ["qwen_image_edit", "flux_kontext"])
+@pytest.mark.parametrize("family", ["qwen_image_edit"])
 def test_index_timestep_zero_references_follow_the_model_or_are_refused(family):
     """References modulated at timestep 0 (the default of Qwen-Image-Edit-2511 checkpoints): where the
     model implements the method, the all-fine and all-coarse mixed forwards equal the model's own;

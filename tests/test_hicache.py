@@ -389,7 +389,7 @@ def test_attention_patches_use_block_granularity(family, info_log):
     assert "block granularity for every block: attention patches (attn1_output_patch)" in _summaries(info_log)[0][-1]
 
 
-@pytest.mark.parametrize("family", ["flux_kontext", "qwen_image_edit"])
+@pytest.mark.parametrize("family", ["qwen_image_edit"])
 def test_index_timestep_zero_references_use_block_granularity(family, info_log):
     """References modulated at timestep 0 reach the blocks through the model's closures: block granularity."""
     model = tm.make_model(family)

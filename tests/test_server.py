@@ -37,9 +37,10 @@ def test_invalid_graph_is_rejected_with_node_errors(comfy_server):
 def test_unknown_family_names_the_known_ones(comfy_server):
     graph = load_workflow("compare_images_api.json")
     graph["1"]["inputs"]["family"] = "sdxl"
-    entry = comfy_server.run(graph)
-    err = execution_error(entry)
-    assert err["node_type"] == "FastDiTTestModel" and "known: flux" in err["exception_message"]
+    status, resp = comfy_server.queue(graph)     # refused before it runs, naming the known families
+    assert status == 400
+    messages = [e["details"] for e in resp["node_errors"]["1"]["errors"]]
+    assert messages and all("family must be one of flux, flux_kontext" in m and "'sdxl'" in m for m in messages)
 
 
 def test_node_error_reaches_the_user(comfy_server):

@@ -4,8 +4,6 @@ Joint sequence [text, target, references]; text tokens all at RoPE position (0, 
 tokens at (0, row, col); Kontext references appended after the target with frame index 1
 (method "offset", the Flux.1 default) at their own (row, col) grid.
 """
-import inspect
-
 import torch
 
 from .base import BlockRef, ModelAdapter, grid_len, reference_method, stack_ids
@@ -62,13 +60,9 @@ class FluxAdapter(ModelAdapter):
         if args["transformer_options"].get("rope_options") is not None:
             raise UnsupportedInputError("RoPE scaling options (set_model_rope_options) change the positions")
         method = reference_method(self.model, args, "offset")
-        if args.get("ref_latents") and method not in ("offset", "index", "index_timestep_zero", "uxo"):
-            raise UnsupportedInputError(f"reference latent method {method!r} "
-                                        "(supported: offset, index, index_timestep_zero, uxo)")
-        if args.get("ref_latents") and method == "index_timestep_zero" and \
-                "timestep_zero_index" not in inspect.signature(self.model.forward_orig).parameters:
-            raise UnsupportedInputError("reference latent method 'index_timestep_zero': this ComfyUI's FLUX model "
-                                        "does not implement it (update ComfyUI)")
+        if args.get("ref_latents") and method not in ("offset", "index", "uxo"):
+            # (index_timestep_zero needs FLUX.2's global modulation; FLUX.1 models cannot run it)
+            raise UnsupportedInputError(f"reference latent method {method!r} (supported: offset, index, uxo)")
         return args["x"], list(args.get("ref_latents") or []), method
 
     def reference_placements(self, latent_shape, reference_shapes, method):
@@ -81,7 +75,7 @@ class FluxAdapter(ModelAdapter):
         for shape in reference_shapes:
             rh, rw = shape[-2:]
             h_off = w_off = 0
-            if method in ("index", "index_timestep_zero"):
+            if method == "index":
                 index += self.model.params.ref_index_scale
             elif method == "uxo":
                 index, h_off, w_off = 0, h_len * p + h, w_len * p + w
@@ -99,14 +93,9 @@ class FluxAdapter(ModelAdapter):
         """The model on image tokens `img` [B, N, C*4] at `img_ids` (the first `n_target` of them the
         target's, then references); returns [B, N, C_out*4]."""
         m = self.model
-        timestep, extra = args["timestep"], {}
-        if reference_method(m, args, "offset") == "index_timestep_zero":
-            # references are modulated at timestep 0 (as Flux._forward does for this method)
-            timestep = torch.cat([timestep, timestep * 0], dim=0)
-            extra["timestep_zero_index"] = [[n_target, img.shape[1]]]
-        return m.forward_orig(img, img_ids, args["context"], txt_ids, timestep, args.get("y"),
+        return m.forward_orig(img, img_ids, args["context"], txt_ids, args["timestep"], args.get("y"),
                               guidance=args.get("guidance"), control=None,
-                              transformer_options=args["transformer_options"], attn_mask=None, **extra)
+                              transformer_options=args["transformer_options"], attn_mask=None)
 
 # ---------------------------------------------------------------------------------------------
 # Feature-cache slots (HiCache): module outputs before their gates, as in TaylorSeer's FLUX code
@@ -245,11 +234,6 @@ class FluxCacheSlots(CacheSlots):
         x, feats = flux_single_full(ref.module, args["img"], args["vec"], args["pe"], self._mask(args),
                                     args.get("modulation_dims"), transformer_options=opts)
         return {"img": x}, feats
-
-    def module_math_refusal(self, call, facts):
-        if reference_method(self.adapter.model, call, "offset") == "index_timestep_zero":
-            return "the index_timestep_zero reference method"   # per-token modulation reaches the blocks by closure
-        return super().module_math_refusal(call, facts)
 
     def run_forecast(self, ref, args, preds, facts):
         if ref.kind == "double":
