@@ -1,6 +1,7 @@
 """Feature caching: per-module (or per-block) features cached at full steps and forecast between
 them (HiCache and the TaylorSeer-family baselines; another forecaster can reuse the machinery).
 
+    interface    what a technique hands the machinery: config, Forecaster, Observer, Shared data
     schedule     full vs forecast per solver step, from the sigma schedule (TaylorSeer's plan)
     forecasters  update and forecast rules as pure functions (HiCache, arXiv 2508.16984)
     store        per-run slot store keyed by cond uuid, block and resolution

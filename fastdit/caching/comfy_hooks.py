@@ -7,11 +7,10 @@
     dit blocks       full compute -> run the block (or its re-expressed module math) and update the
                      slots; forecast -> predict each slot and apply it without attention or MLP
 
-A technique plugs in with `install(model, config, key)`, where `config` is an immutable object with
-the schedule fields (interval, warmup_steps, start_percent, end_percent), granularity, cache_device,
-technique (its name in messages), describe(), and its forecaster: update(state, feature, position,
-cache_device, owned) -> state and predict(state, position, out) (see config.TaylorCacheConfig).
-The configuration lives in model_options["transformer_options"][key]; the run state under
+A technique plugs in with `install(model, config, key)`; `interface.py` says what `config` holds
+(schedule fields, granularity, cache_device, describe(), make_forecaster(), an optional observer
+called for every full compute, compute_only). The configuration lives in
+model_options["transformer_options"][key]; the run state (with the run's forecaster) under
 key + "_run" in the per-run copy of model_options. All hook functions are plain closures,
 so ComfyUI's clone() (which deep-copies model_options in 0.3.75) never copies model modules.
 """
@@ -122,9 +121,9 @@ def _run_block(run, call, kind, index, args, extra, opts):
     entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
     ev = call.evaluation
 
-    if (ev is not None and ev.mode == FORECAST and not call.force_full
+    if (ev is not None and ev.mode == FORECAST and not call.force_full and not run.compute_only
             and all(name in e for e in entries for name in names)):
-        preds = {name: _forecast_slot(config, name, chunks, entries, ev.position, lead) for name in names}
+        preds = {name: _forecast_slot(run.forecaster, name, chunks, entries, ev.position, lead) for name in names}
         call.forecasted = True
         run.block_calls["forecast"] += 1
         if module_slots is None:
@@ -138,21 +137,27 @@ def _run_block(run, call, kind, index, args, extra, opts):
     else:
         out, feats = slots.run_full(ref, args, call.facts)
     run.block_calls["full"] += 1
-    if ev is not None and run.plan.forecasts_after(ev.step):
+    if run.observer is not None:
+        for name in names:
+            for uuid, rows in chunks:
+                run.observer(name, ref.patch_key, uuid, feats[name][rows], ev)
+    if ev is not None and not run.compute_only and run.plan.forecasts_after(ev.step):
         device = "cpu" if config.cache_device == "cpu" else None
+        forecaster = run.forecaster
         for name in names:
             for (_, rows), e in zip(chunks, entries):  # fresh tensors: stored without a copy
-                e[name] = config.update(e.get(name), feats[name][rows], ev.position, device, owned=True)
+                e[name] = forecaster.update(e.get(name), feats[name][rows], ev.position, (ref.patch_key, name),
+                                            device, owned=True)
         call.stored = True
     return out
 
 
-def _forecast_slot(config, name, chunks, entries, position, like):
+def _forecast_slot(forecaster, name, chunks, entries, position, like):
     """One slot forecast for every cond chunk of the call, written into one batch tensor."""
-    cached = entries[0][name].terms[0]
-    out = torch.empty((like.shape[0],) + tuple(cached.shape[1:]), dtype=cached.dtype, device=like.device)
+    shape, dtype = forecaster.output_spec(entries[0][name])
+    out = torch.empty((like.shape[0],) + tuple(shape[1:]), dtype=dtype, device=like.device)
     for (_, rows), e in zip(chunks, entries):
-        config.predict(e[name], position, out[rows])
+        forecaster.predict(e[name], position, out[rows])
     return out
 
 

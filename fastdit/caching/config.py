@@ -56,10 +56,30 @@ class TaylorCacheConfig:
         extra = f", σ={self.sigma:g}" if self.mode in ("hicache", "hi-taylor") else ""
         return f"{self.mode}, N={self.interval}, O={self.max_order}{extra}, {self.granularity}"
 
-    # the forecaster interface used by the block replacements (other techniques bring their own)
-    def update(self, state, feature, position, cache_device=None, owned=False):
+    def make_forecaster(self):
+        return TaylorForecaster(self)
+
+
+class TaylorForecaster:
+    """The forecaster of the TaylorSeer family (interface.Forecaster): a slot's state is a
+    `forecasters.History` of finite differences; the forecast is one fused axpy."""
+
+    def __init__(self, config):
+        self.max_order = config.max_order
+        self.warmup_steps = int(config.warmup_steps)
+        self.mode = config.mode
+        self.sigma = float(config.sigma)
+
+    def update(self, state, feature, position, slot=None, cache_device=None, owned=False):
         return forecasters.update(state, feature, position, self.max_order, self.warmup_steps, cache_device, owned)
 
     def predict(self, state, position, out):
         from ...kernels.forecast import forecast
-        return forecasters.predict(state, self.mode, self.max_order, float(self.sigma), position, forecast, out=out)
+        return forecasters.predict(state, self.mode, self.max_order, self.sigma, position, forecast, out=out)
+
+    def output_spec(self, state):
+        d0 = state.terms[0]
+        return tuple(d0.shape), d0.dtype
+
+    def close(self):
+        pass

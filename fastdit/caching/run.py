@@ -22,6 +22,9 @@ class CallContext:
 class RunState:
     def __init__(self, config):
         self.config = config
+        self.forecaster = config.make_forecaster()
+        self.observer = getattr(config, "observer", None)
+        self.compute_only = bool(getattr(config, "compute_only", False))
         self.store = SlotStore()
         self.plan = None
         self._plan_sigmas = None
@@ -88,6 +91,10 @@ class RunState:
         c = self.config
         ev = self.evaluations
         steps = n_steps if n_steps is not None else (self.plan.n_steps if self.plan else 0)
+        if self.compute_only:
+            line = (f"{c.technique} ({c.describe()}): {steps} steps, {ev['full'] + ev['forecast']} model evaluations, "
+                    f"all computed in full; {ev['full']} at steps the cache computes in full")
+            return line + (" (run stopped early)" if self.interrupted else "")
         planned = f", schedule {self.plan.speedup:.2f}x" if self.plan else ""
         line = (f"{c.technique} ({c.describe()}): {steps} steps, {ev['full'] + ev['forecast']} model evaluations "
                 f"= {ev['full']} full + {ev['forecast']} forecast; cost ratio {self.cost_ratio:.2f}x of block compute"
@@ -111,6 +118,7 @@ class RunState:
         return (bc["full"] + bc["forecast"]) / bc["full"] if bc["full"] else 1.0
 
     def close(self):
+        self.forecaster.close()
         self.store.clear()
         self._slots.clear()
         self._blocks.clear()
