@@ -47,6 +47,29 @@ def _boot():
     # Newer ComfyUI routes RoPE and some ops through fused kernels without autograd formulas unless
     # this flag is set (older versions do not read it).
     comfy.model_management.in_training = True
+    _differentiable_rope()
+
+
+def _rope1(x, freqs_cis):
+    """FLUX RoPE on one tensor in plain torch (differentiable)."""
+    x_ = x.to(dtype=freqs_cis.dtype).reshape(*x.shape[:-1], -1, 1, 2)
+    out = freqs_cis[..., 0] * x_[..., 0] + freqs_cis[..., 1] * x_[..., 1]
+    return out.reshape(*x.shape).type_as(x)
+
+
+def _differentiable_rope():
+    """Training needs gradients through RoPE. Some ComfyUI releases apply it with a fused kernel that
+    has no autograd formula and no training switch: probe it, and give this training process the
+    plain-torch RoPE when backward fails (sampling in ComfyUI itself is untouched)."""
+    import comfy.ldm.flux.math as flux_math
+    x = torch.randn(1, 1, 2, 4, requires_grad=True)
+    freqs = flux_math.rope(torch.arange(2, dtype=torch.float32)[None], 4, 10000)[:, None]
+    try:
+        flux_math.apply_rope1(x, freqs).sum().backward()
+        return
+    except RuntimeError:
+        flux_math.apply_rope1 = _rope1
+        flux_math.apply_rope = lambda xq, xk, freqs_cis: (_rope1(xq, freqs_cis), _rope1(xk, freqs_cis))
 
 
 def shift(t, mu):
