@@ -10,6 +10,9 @@ import math
 import torch
 
 FAMILIES = ("flux", "flux_kontext", "qwen_image", "qwen_image_edit", "hunyuan_video", "wan")
+VIDEO_FAMILIES = ("hunyuan_video", "wan")
+EDIT_FAMILIES = ("flux_kontext", "qwen_image_edit")
+MAX_FRAMES = 64
 NON_DIT = ("sd15",)  # a UNet model, for "unsupported model" tests
 
 TEXT_TOKENS = 8
@@ -131,3 +134,30 @@ def conditioning(family, seed=0, batch=1, reference=None, tokens=TEXT_TOKENS):
 def reference_latent(family, height=16, width=16, seed=1):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(latent_shape(family, height, width), generator=gen)
+
+
+def family_frames_error(family, frames):
+    """What is wrong with this family / frames pair, or None (None values are not checked)."""
+    if family is not None and family not in FAMILIES:
+        return f"family must be one of {', '.join(FAMILIES)}, not {family!r}"
+    if frames is not None and not 1 <= frames <= MAX_FRAMES:
+        return f"frames must be between 1 and {MAX_FRAMES}, not {frames}"
+    if family is not None and frames is not None and frames > 1 and family not in VIDEO_FAMILIES:
+        return f"frames > 1 needs a video family ({', '.join(VIDEO_FAMILIES)}); {family} makes images"
+    return None
+
+
+def graph_inputs(family, seed, width, height, frames=1, batch_size=1):
+    """(model, positive, negative, latent dict, vae) of a tiny model, as the test-model node returns
+    them: references for edit families, a lossless patch VAE of the family's latent layout."""
+    from ...demo.latent_space import LinearPatchVAE
+    error = family_frames_error(family, frames)
+    if error:
+        raise ValueError(error)
+    model = make_model(family, seed)
+    ref = reference_latent(family, height, width, seed + 1) if family in EDIT_FAMILIES else None
+    positive = conditioning(family, seed + 2, reference=ref)
+    negative = conditioning(family, seed + 3, reference=ref)
+    latent = {"samples": torch.zeros(latent_shape(family, height, width, frames, batch_size))}
+    vae = LinearPatchVAE(latent_dims=3 if len(latent["samples"].shape) == 5 else 2)
+    return model, positive, negative, latent, vae
