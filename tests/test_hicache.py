@@ -298,7 +298,8 @@ def test_non_finite_forecast_falls_back_to_a_full_compute(info_log):
 
 def test_unsupported_model_gets_a_clear_error(pack_nodes):
     node = pack_nodes["FastDiTHiCache"]
-    with pytest.raises(ValueError, match=r"HiCache does not support this model \(UNetModel.*Supported model families: FLUX"):
+    from fastdit.adapters import UnsupportedModelError    # the very class the node raises (one copy per process)
+    with pytest.raises(UnsupportedModelError, match=r"HiCache does not support this model \(UNetModel.*Supported model families: FLUX"):
         node.execute(model=tm.make_model("sd15"), interval=7, order=2, sigma=0.5, warmup_steps=3, mode="hicache",
                      start_percent=0.0, end_percent=1.0, granularity="module")
 
