@@ -9,6 +9,10 @@ model FLOPs per image and the FLOPs speed-up (counted by fastdit.metrics.FlopCou
 image and the wall-clock speed-up, PSNR / SSIM of the decoded image against the baseline's (same
 seed), the model's own score where it has one (scene accuracy for the demo models) and, for edits,
 the PSNR of the region the edit must leave alone against the source image.
+With matched costs on (the command line's default), every technique row is also compared with plain
+Euler at the step count nearest to baseline steps / its FLOPs speed-up (`euler:steps=N`, run on the
+same jobs after the others): the row's "matched Euler" column gives that run's PSNR, so a technique
+is read against what simply taking fewer steps gives at the same cost.
 Writes OUT/results.json and OUT/grid.png (rows: jobs, columns: configurations).
 """
 import argparse
@@ -41,8 +45,10 @@ def _prepare_noise(latent, seed):
 
 
 def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0,), cfg=None, out=None,
-        warmup=True, log=print):
-    """Run the bench in this process (ComfyUI must be booted) and return the results dict."""
+        warmup=True, log=print, matched=False):
+    """Run the bench in this process (ComfyUI must be booted) and return the results dict.
+
+    matched: also run plain Euler at each technique's matched cost (see the module docstring)."""
     import torch
 
     from bench import configs as registry
@@ -78,17 +84,38 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
             sample(i, jobs[0], 2)
 
     rows = [{"flops": [], "seconds": [], "images": []} for _ in configs]
-    for j, job in enumerate(jobs):
-        order = [(k + j) % len(configs) for k in range(len(configs))]
-        for i in order:
-            lat, secs, flops = sample(i, job, steps)
-            rows[i]["flops"].append(flops)
-            rows[i]["seconds"].append(secs)
-            rows[i]["images"].append(bm.decode(lat)[:1].float().cpu())
-        log(f"  job {j + 1}/{len(jobs)} ({job.label}, seed {job.seed}): "
-            + ", ".join(f"{names[i]} {rows[i]['seconds'][-1]:.1f}s" for i in range(len(configs))))
+
+    def run_jobs(indices):
+        for j, job in enumerate(jobs):
+            order = [indices[(k + j) % len(indices)] for k in range(len(indices))]
+            for i in order:
+                lat, secs, flops = sample(i, job, steps)
+                rows[i]["flops"].append(flops)
+                rows[i]["seconds"].append(secs)
+                rows[i]["images"].append(bm.decode(lat)[:1].float().cpu())
+            log(f"  job {j + 1}/{len(jobs)} ({job.label}, seed {job.seed}): "
+                + ", ".join(f"{names[i]} {rows[i]['seconds'][-1]:.1f}s" for i in indices))
+
+    run_jobs(list(range(len(configs))))
+    matches = {}
+    if matched:
+        matches = _matched_euler(configs, rows, base_index, steps, registry)
+        extra = [registry.build(f"euler:steps={n}") for n in sorted(set(matches.values()))
+                 if f"euler:steps={n}" not in names]
+        if extra:
+            configs += extra
+            names += [c.name for c in extra]
+            prepared += [counter.install(c.prepare(bm.model)) for c in extra]
+            rows += [{"flops": [], "seconds": [], "images": []} for _ in extra]
+            log(f"  matched-cost Euler runs: {', '.join(c.name for c in extra)}")
+            run_jobs(list(range(len(configs) - len(extra), len(configs))))
 
     results = _summarize(bm, configs, jobs, rows, base_index, steps, cfg, height, width, counter)
+    by_name = {r["config"]: r for r in results["rows"]}
+    for name, n in matches.items():
+        euler_row = by_name[f"euler:steps={n}"]
+        by_name[name]["matched_euler"] = {"config": euler_row["config"], "psnr": euler_row["psnr"],
+                                          "ssim": euler_row["ssim"], "flops_speedup": euler_row["flops_speedup"]}
     if out:
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "results.json"), "w") as f:
@@ -96,6 +123,20 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
         write_grid(os.path.join(out, "grid.png"), [r["images"] for r in rows], names, [j.label for j in jobs])
     log(format_table(results))
     return results
+
+
+def _matched_euler(configs, rows, base_index, steps, registry):
+    """{technique row name: matched Euler steps} for every row that is neither the baseline nor an
+    Euler row (their FLOPs are known after the first pass)."""
+    from bench.configs.core import matched_euler_steps
+    base = sum(rows[base_index]["flops"])
+    out = {}
+    for i, c in enumerate(configs):
+        kind = registry.parse_spec(c.name)[0]
+        if i == base_index or kind in ("baseline", "euler") or not sum(rows[i]["flops"]):
+            continue
+        out[c.name] = matched_euler_steps(steps, base / sum(rows[i]["flops"]))
+    return out
 
 
 def _finite(x):
@@ -146,10 +187,13 @@ def _fmt(v, spec):
 
 def format_table(results):
     extra = [k for k in ("scene_accuracy", "shape_accuracy", "unedited_psnr") if k in results["rows"][0]]
-    head = ["config", "GFLOPs/img", "FLOPs x", "s/img", "wall x", "PSNR dB", "SSIM"] + extra
+    matched = any("matched_euler" in r for r in results["rows"])
+    head = ["config", "GFLOPs/img", "FLOPs x", "s/img", "wall x", "PSNR dB", "SSIM"] + extra \
+        + (["matched Euler: PSNR dB"] if matched else [])
     lines = [[r["config"], _fmt(r["flops_per_image"] / 1e9, ".1f"), _fmt(r["flops_speedup"], ".2f"),
               _fmt(r["seconds_per_image"], ".2f"), _fmt(r["wall_speedup"], ".2f"), _fmt(r["psnr"], ".2f"),
               _fmt(r["ssim"], ".4f")] + [_fmt(r[k], ".2f" if k == "unedited_psnr" else ".3f") for k in extra]
+             + ([_matched_cell(r.get("matched_euler"))] if matched else [])
              for r in results["rows"]]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
@@ -158,6 +202,12 @@ def format_table(results):
     title = (f"{results['model']}: {h}x{w} latent ({results['image_tokens']} image tokens), {results['steps']} steps, "
              f"cfg {results['cfg']}, {len(results['jobs'])} image(s) per config, {results['machine']}")
     return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
+
+
+def _matched_cell(m):
+    if m is None:
+        return "-"
+    return f"{m['config'].partition('=')[2]} steps: {_fmt(m['psnr'], '.2f')}"
 
 
 def write_grid(path, columns, names, row_labels, min_cell=96):
@@ -196,6 +246,8 @@ def main(argv=None):
     ap.add_argument("--cfg", type=float, default=None, help="CFG scale (default: the model's)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench"))
+    ap.add_argument("--no-matched", dest="matched", action="store_false",
+                    help="skip the plain-Euler runs at each technique's matched cost")
     ap.add_argument("--list", action="store_true", help="list the available configurations and exit")
     args = ap.parse_args(argv)
     _boot()
@@ -209,7 +261,7 @@ def main(argv=None):
             print(f"  bench/configs/{mod}.py failed to import: {err}")
         return 0
     run(args.model, args.configs, steps=args.steps, size=args.size, n_prompts=args.prompts, seeds=args.seeds,
-        cfg=args.cfg, out=args.out)
+        cfg=args.cfg, out=args.out, matched=args.matched)
     print(f"wrote {os.path.relpath(args.out)}/results.json and grid.png")
     return 0
 

@@ -113,3 +113,26 @@ def test_a_demo_weights_file_is_benched_as_its_task(tmp_path):
     models.new().save(path, task="kontext")
     res = fidelity.run(path, ["baseline"], steps=1, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
     assert res["model"] == "snapshot.safetensors" and "unedited_psnr" in res["rows"][0]
+
+
+def test_euler_rows_and_matched_cost():
+    """euler:steps=N is the baseline sampler at N steps (at the bench's own step count it IS the
+    baseline); with matched costs every technique row names the Euler run nearest its FLOPs."""
+    from bench.configs.core import matched_euler_steps
+    assert matched_euler_steps(50, 5.43) == 9 and matched_euler_steps(50, 2.86) == 17
+    assert matched_euler_steps(20, 100.0) == 1
+    with pytest.raises(ValueError, match="whole number of steps"):
+        registry.build("euler:steps=0")
+    res = fidelity.run("tiny-flux", ["euler:steps=8", "test_half_steps", "test_skip_block:index=1"], steps=8,
+                       size=(16, 16), n_prompts=1, seeds=[0], warmup=False, log=lambda s: None, matched=True)
+    rows = {r["config"]: r for r in res["rows"]}
+    assert rows["euler:steps=8"]["psnr"] == "inf" and rows["euler:steps=8"]["cost_ratio"] == 1.0
+    half = rows["half steps"]
+    assert half["matched_euler"]["config"] == "euler:steps=4"          # 8 steps / 2x
+    assert rows["euler:steps=4"]["cost_ratio"] == pytest.approx(0.5)
+    assert half["matched_euler"]["psnr"] == rows["euler:steps=4"]["psnr"]
+    skip = rows["test_skip_block:index=1"]
+    n = matched_euler_steps(8, skip["flops_speedup"])
+    assert skip["matched_euler"]["config"] == f"euler:steps={n}" and f"euler:steps={n}" in rows
+    assert "matched_euler" not in rows["baseline"] and "matched_euler" not in rows["euler:steps=8"]
+    assert "matched Euler" in fidelity.format_table(res)

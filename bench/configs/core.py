@@ -1,5 +1,6 @@
-"""The reference rows: the unaccelerated baseline, and ComfyUI's own EasyCache (built through
-ComfyUI's EasyCache node class, so the row measures ComfyUI's code)."""
+"""The reference rows: the unaccelerated baseline, plain Euler at another step count (the matched-cost
+reference of every technique), and ComfyUI's own EasyCache (built through ComfyUI's EasyCache node
+class, so the row measures ComfyUI's code)."""
 from . import Config, register
 
 INPUT_COPY_KEY = "fastdit_bench_input_copy"
@@ -12,6 +13,30 @@ def _pass_a_copy_of_x(executor, *args, **kwargs):
 @register("baseline")
 def baseline():
     return Config("baseline")
+
+
+class EulerSteps(Config):
+    """The baseline sampler (Euler, simple schedule) at its own step count instead of the bench's."""
+
+    def __init__(self, steps):
+        super().__init__(f"euler:steps={steps}")
+        self.steps = steps
+
+    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed):
+        return super().sample(model, noise, positive, negative, latent, self.steps, cfg, seed)
+
+
+@register("euler")
+def euler(steps):
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"euler needs a whole number of steps >= 1, not {steps!r}")
+    return EulerSteps(steps)
+
+
+def matched_euler_steps(baseline_steps, flops_speedup):
+    """The plain-Euler step count whose cost is nearest a technique's: baseline steps / its FLOPs
+    speed-up, rounded, at least 1 (Euler's cost is proportional to its steps)."""
+    return max(1, round(baseline_steps / flops_speedup))
 
 
 @register("easycache")
