@@ -5,10 +5,11 @@ from .compare import FastDiTCompare
 from .demo import FastDiTDemoLoader, FastDiTDemoScene, FastDiTDemoTextEncode
 from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .hicache import FastDiTHiCache
+from .svdcache import FastDiTSVDCache, FastDiTSVDCacheCalibrate
 from .testing import FastDiTTestModel
 
 NODES = [FastDiTCompare, FastDiTTestModel, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene,
-         FastDiTHiCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
+         FastDiTHiCache, FastDiTSVDCacheCalibrate, FastDiTSVDCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
 
 
 class FastDiTExtension(ComfyExtension):

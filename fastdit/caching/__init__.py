@@ -7,11 +7,13 @@ them (HiCache and the TaylorSeer-family baselines; another forecaster can reuse 
     store        per-run slot store keyed by cond uuid, block and resolution
     run          the state of one sampling run and its one-line report
     comfy_hooks  keyed ComfyUI wrappers and dit block replacements that drive the above
+    svd          SVD-Cache: per-slot bases (calibration, file), the subspace forecaster
 """
 from .config import TaylorCacheConfig
 from .forecasters import MODES
 
 HICACHE_KEY = "fastdit_hicache"
+SVDCACHE_KEY = "fastdit_svdcache"
 
 
 def apply_hicache(model, config=None, **options):
@@ -20,4 +22,17 @@ def apply_hicache(model, config=None, **options):
     return install(model, config or TaylorCacheConfig(**options), HICACHE_KEY)
 
 
-__all__ = ["HICACHE_KEY", "MODES", "TaylorCacheConfig", "apply_hicache"]
+def apply_svdcache(model, config=None, **options):
+    """A patched clone of `model` running SVD-Cache (`svd.SVDCacheConfig`); raises ValueError when the
+    model is not supported or the basis was calibrated on another family, width or slot layout."""
+    from ..adapters import for_model
+    from .comfy_hooks import install
+    from .svd import SVDCacheConfig
+    config = config or SVDCacheConfig(**options)
+    adapter = for_model(model, technique=config.technique)
+    if config.subspace == "basis":
+        config.basis.check_model(adapter, config.technique)
+    return install(model, config, SVDCACHE_KEY)
+
+
+__all__ = ["HICACHE_KEY", "MODES", "SVDCACHE_KEY", "TaylorCacheConfig", "apply_hicache", "apply_svdcache"]
