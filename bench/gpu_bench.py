@@ -1,6 +1,7 @@
 """GPU bench: wall time and peak memory on the full-size FLUX.1-dev architecture (random bf16 weights:
-speed does not depend on them): baseline, HiCache, the Fresco presets and Fresco + HiCache, plus the
-achieved bandwidth of the fused forecast kernel and of the mixed-token gather / scatter kernels.
+speed does not depend on them): baseline, HiCache, SVD-Cache, the Fresco presets and Fresco + HiCache,
+plus the achieved bandwidth of the fused forecast kernel, of the mixed-token gather / scatter kernels
+and the throughput of SVD-Cache's fused low-rank split.
 
 One script, one process, baseline and techniques measured back to back on the same card:
 
@@ -58,6 +59,25 @@ def hicache_case(name, **options):
     return Case(name, prepare)
 
 
+def svdcache_case(name, **options):
+    """SVD-Cache with its defaults (N=7, trend, beta 0.3) and a basis calibrated at tau 0.85 before the
+    timing, on a short low-resolution run of the same model (random weights: the basis only sets k)."""
+    def prepare(model):
+        import torch
+
+        from fastdit.adapters import diffusion_model_of
+        from fastdit.caching import apply_svdcache
+        from fastdit.caching.svd import calibrate
+        dm = diffusion_model_of(model)
+        gen = torch.Generator().manual_seed(7)
+        cond = [[torch.randn(1, 8, dm.txt_in.in_features, generator=gen),
+                 {"pooled_output": torch.randn(1, dm.vector_in.in_layer.in_features, generator=gen), "guidance": 3.5}]]
+        latent = {"samples": torch.zeros(1, 16, 16, 16)}
+        basis, _ = calibrate(model, cond, cond, latent, 10, 1.0, 0, interval=options.get("interval", 7), tau=0.85)
+        return apply_svdcache(model, basis=basis, **options)
+    return Case(name, prepare)
+
+
 def fresco_case(name, preset, stack=None, **options):
     """A Fresco preset at its own step count (the operating point's NFE), against the 50-step baseline."""
     def sample(model, noise, positive, negative, latent, steps, seed):
@@ -75,6 +95,7 @@ CASES = [
     Case("baseline"),
     hicache_case("hicache N=7 (module)", interval=7),
     hicache_case("hicache N=7 (block)", interval=7, granularity="block"),
+    svdcache_case("svdcache N=7 (trend, tau 0.85)"),
     fresco_case("fresco quality (30 NFE)", "quality"),
     fresco_case("fresco balanced (18 NFE)", "balanced"),
     fresco_case("fresco fast (9 NFE)", "fast"),
@@ -190,6 +211,30 @@ def kernel_bandwidth(device, numel, n_terms=3, repeats=20):
     return res
 
 
+def lowrank_throughput(device, m, d, k, repeats=10):
+    """SVD-Cache's split C = F V, R = F - C V^T: the fused kernel (Triton on CUDA) vs the torch reference
+    (two fp32 matmuls), as GB/s of F read + R written and TFLOP/s of the two products (4 m d k)."""
+    import torch
+
+    from kernels import backend
+    from kernels.lowrank import split, split_reference
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    f = torch.randn(m, d, generator=gen).to(device, dtype)
+    v = torch.linalg.qr(torch.randn(d, k, generator=gen))[0].to(device)
+    moved = 2 * f.numel() * f.element_size() + m * k * 4
+    fused_s = mean_seconds(lambda: split(f, v), device, repeats)
+    ref_s = mean_seconds(lambda: split_reference(f, v), device, repeats)
+    res = {"backend": backend(f), "dtype": str(dtype), "m": m, "d": d, "k": k,
+           "fused_GBps": moved / fused_s / 1e9, "fused_TFLOPs": 4 * m * d * k / fused_s / 1e12,
+           "torch_reference_GBps": moved / ref_s / 1e9, "torch_reference_TFLOPs": 4 * m * d * k / ref_s / 1e12}
+    res["fused_vs_reference"] = ref_s / fused_s
+    print(f"lowrank split ({res['backend']}, {dtype}, {m}x{d}, k={k}): {res['fused_TFLOPs']:.2f} TFLOP/s "
+          f"({res['fused_GBps']:.0f} GB/s), torch reference {res['torch_reference_TFLOPs']:.2f} TFLOP/s "
+          f"({res['fused_vs_reference']:.2f}x)", flush=True)
+    return res
+
+
 def token_kernel_bandwidth(device, latent_hw, repeats=20):
     """GB/s of the mixed-token gather and scatter (half the cells fine, half coarse) on one card."""
     import torch
@@ -239,6 +284,8 @@ def main(argv=None):
     result["cases"] = run_cases(CASES, config, setting, device, args.repeats)
     result["kernel"] = kernel_bandwidth(device, numel=2 ** 16 if args.tiny else 4608 * 3072 * 8)
     result["token_kernels"] = token_kernel_bandwidth(device, 16 if args.tiny else 128)
+    # FLUX.1-dev at 1024x1024: 4096 image + 512 text tokens per slot, D = 3072, k ~ 512
+    result["lowrank"] = lowrank_throughput(device, *((256, 64, 16) if args.tiny else (4608, 3072, 512)))
     result["total_s"] = time.time() - t0
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:

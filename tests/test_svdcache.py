@@ -73,7 +73,7 @@ def test_nodes_are_registered_with_the_papers_defaults(pack_nodes):
     assert node.display_name == "SVD-Cache (subspace feature forecast)" and node.category == "FastDiT/caching"
     defaults = {i.id: getattr(i, "default", None) for i in node.inputs}
     assert {k: defaults[k] for k in ("interval", "beta", "ema_mode", "warmup_steps", "start_percent", "end_percent",
-                                     "cache_device")} == {"interval": 7, "beta": 0.9, "ema_mode": "trend",
+                                     "cache_device")} == {"interval": 7, "beta": 0.3, "ema_mode": "trend",
                                                           "warmup_steps": 3, "start_percent": 0.0, "end_percent": 1.0,
                                                           "cache_device": "compute"}
     assert {i.id: i for i in node.inputs}["basis"].optional
