@@ -9,6 +9,8 @@ global memory (written and read back by the same program) and reads the F rows a
 never needs a separate F @ V pass; everything accumulates in fp32. `project` is the same kernel
 without the residual phase. The torch reference does the same arithmetic with two matmuls.
 """
+import logging
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -112,10 +114,23 @@ def split_triton(f: torch.Tensor, v: torch.Tensor, residual: bool = True, block_
     return c, r
 
 
+_triton_failed = None
+
+
 def split(f: torch.Tensor, v: torch.Tensor, residual: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(C = F V in fp32, R = F - C V^T in F's dtype, or None without `residual`), Triton on CUDA."""
-    if backend(f) == "triton":
-        return split_triton(f, v, residual)
+    """(C = F V in fp32, R = F - C V^T in F's dtype, or None without `residual`), Triton on CUDA.
+
+    With the automatic backend, a Triton launch that fails (a GPU or Triton release the kernel was
+    not built for) is reported once and the torch reference is used from then on."""
+    global _triton_failed
+    if backend(f) == "triton" and _triton_failed is None:
+        if os.environ.get("FASTDIT_KERNELS", "auto").lower() == "triton":
+            return split_triton(f, v, residual)
+        try:
+            return split_triton(f, v, residual)
+        except Exception as e:  # noqa: BLE001 -- any compile/launch failure: same math in torch
+            _triton_failed = f"{type(e).__name__}: {e}"
+            logging.warning(f"FastDiT: the Triton low-rank kernel failed ({_triton_failed}); using torch")
     return split_reference(f, v, residual)
 
 
