@@ -348,3 +348,30 @@ def test_graph_names_a_missing_basis_file(tmp_path):
     del graph["2"]
     with pytest.raises(GraphError, match="gone.safetensors"):
         execute(graph)
+
+
+def test_cpu_offloaded_cache_gives_the_same_image():
+    basis, _ = _basis("qwen_image")
+    model = tm.make_model("qwen_image")
+    on_device = _sample(apply_svdcache(model, basis=basis, interval=4, warmup_steps=2), "qwen_image")
+    offloaded = _sample(apply_svdcache(model, basis=basis, interval=4, warmup_steps=2, cache_device="cpu"),
+                        "qwen_image")
+    assert torch.equal(offloaded, on_device)
+
+
+def _halve_attention(attn, extra_options):
+    return attn * 0.5
+
+
+def test_blocks_without_module_math_reuse_their_output_change(info_log):
+    """Attention patches force block granularity: those slots have no basis and are reused (FORA)."""
+    basis, _ = _basis("flux")
+    model = tm.make_model("flux").clone()
+    model.set_model_attn1_output_patch(_halve_attention)
+    base = _sample(model, "flux")
+    assert torch.equal(_sample(apply_svdcache(model, basis=basis, interval=1), "flux"), base)
+    info_log.clear()
+    out = _sample(apply_svdcache(model, basis=basis, interval=4, warmup_steps=2), "flux")
+    reuse = _sample(apply_hicache(model, mode="reuse", granularity="block", interval=4, warmup_steps=2), "flux")
+    assert torch.equal(out, reuse)
+    assert "block granularity for every block: attention patches" in _summaries(info_log)[0][0]
