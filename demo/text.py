@@ -82,10 +82,15 @@ def tokens_for(prompt):
 
 
 class TextEncoder(nn.Module):
+    """The demo world's encoder. A subclass may set a longer `vocabulary` / `slot_names` (this one's
+    words first, so its rows line up) and its own `tokens` (demo/open_text.py)."""
+    vocabulary = VOCABULARY
+    slot_names = SLOTS
+
     def __init__(self, dim=EMBED_DIM):
         super().__init__()
-        self.words = nn.Embedding(len(VOCABULARY), dim, padding_idx=0)
-        self.slots = nn.Embedding(len(SLOTS), dim)
+        self.words = nn.Embedding(len(self.vocabulary), dim, padding_idx=0)
+        self.slots = nn.Embedding(len(self.slot_names), dim)
         nn.init.normal_(self.words.weight, std=1.0)
         nn.init.normal_(self.slots.weight, std=1.0)
         with torch.no_grad():
@@ -96,9 +101,13 @@ class TextEncoder(nn.Module):
         ctx = self.words(word_ids).sum(-2) + self.slots(slot_ids)
         return ctx, ctx.mean(1)
 
+    def tokens(self, prompt):
+        """(word ids [T,W], slot ids [T]) of a prompt."""
+        return tokens_for(prompt)
+
     @torch.no_grad()
     def conditioning(self, prompt):
         """ComfyUI CONDITIONING for one prompt: [[context [1,T,dim], {"pooled_output": [1,dim]}]]."""
-        w, s = tokens_for(prompt)
+        w, s = self.tokens(prompt)
         ctx, pooled = self(w[None].to(self.words.weight.device), s[None].to(self.words.weight.device))
         return [[ctx.float().cpu(), {"pooled_output": pooled.float().cpu()}]]
