@@ -7,7 +7,9 @@ For every (prompt, seed) job every configuration samples from the same noise; th
 configurations rotates from job to job so that clock drift cancels. Reported per configuration:
 model FLOPs per image and the FLOPs speed-up (counted by fastdit.metrics.FlopCounter), seconds per
 image and the wall-clock speed-up, PSNR / SSIM of the decoded image against the baseline's (same
-seed), the model's own score where it has one (scene accuracy for the demo models) and, for edits,
+seed), the model's own score where it has one (scene accuracy for the demo models; for
+demo-flux-open also detail_db, the image's fine-band energy against renders of its prompt: 0 dB is
+the world's detail, negative is blur) and, for edits,
 the PSNR of the region the edit must leave alone against the source image.
 With matched costs on (the command line's default), every technique row is also compared with plain
 Euler at the step count nearest to baseline steps / its FLOPs speed-up (`euler:steps=N`, run on the
@@ -186,13 +188,13 @@ def _fmt(v, spec):
 
 
 def format_table(results):
-    extra = [k for k in ("scene_accuracy", "shape_accuracy", "unedited_psnr") if k in results["rows"][0]]
+    extra = [k for k in ("scene_accuracy", "shape_accuracy", "detail_db", "unedited_psnr") if k in results["rows"][0]]
     matched = any("matched_euler" in r for r in results["rows"])
     head = ["config", "GFLOPs/img", "FLOPs x", "s/img", "wall x", "PSNR dB", "SSIM"] + extra \
         + (["matched Euler: PSNR dB"] if matched else [])
     lines = [[r["config"], _fmt(r["flops_per_image"] / 1e9, ".1f"), _fmt(r["flops_speedup"], ".2f"),
               _fmt(r["seconds_per_image"], ".2f"), _fmt(r["wall_speedup"], ".2f"), _fmt(r["psnr"], ".2f"),
-              _fmt(r["ssim"], ".4f")] + [_fmt(r[k], ".2f" if k == "unedited_psnr" else ".3f") for k in extra]
+              _fmt(r["ssim"], ".4f")] + [_fmt(r[k], ".2f" if k in ("unedited_psnr", "detail_db") else ".3f") for k in extra]
              + ([_matched_cell(r.get("matched_euler"))] if matched else [])
              for r in results["rows"]]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]

@@ -1,7 +1,7 @@
 """Models the bench can run, each with its prompts (conditionings), latent size and scoring.
 
 `load(spec)`: `tiny-<family>` (a tiny random model of any supported family, see
-fastdit.testing.tiny_models), `demo-flux` / `demo-kontext` (the trained demo models) or the path of
+fastdit.testing.tiny_models), `demo-flux` / `demo-kontext` / `demo-flux-open` (the trained demo models) or the path of
 demo-model weights (`python -m demo.train --export`), or the path of a diffusion-model checkpoint
 (FLUX.1 or Qwen-Image layout, as ComfyUI's UNETLoader reads it; conditioned with random text
 features, decoded with the demo's linear patch VAE, so images are comparable but not meaningful).
@@ -100,7 +100,7 @@ def load(spec):
             raise ValueError(f"unknown tiny model {spec!r}; available: "
                              + ", ".join(f"tiny-{f}" for f in tiny_models.FAMILIES))
         return TinyModel(family)
-    if spec in ("demo-flux", "demo-kontext"):
+    if spec in ("demo-flux", "demo-kontext", "demo-flux-open"):
         from demo import bench_models
         return bench_models.load(spec)
     if os.path.isfile(spec):
@@ -108,4 +108,4 @@ def load(spec):
         if bench_models.is_demo_weights(spec):  # e.g. a training snapshot exported by demo.train
             return bench_models.load(spec)
         return CheckpointModel(spec)
-    raise ValueError(f"unknown model {spec!r}: expected tiny-<family>, demo-flux, demo-kontext or a checkpoint path")
+    raise ValueError(f"unknown model {spec!r}: expected tiny-<family>, demo-flux, demo-kontext, demo-flux-open or a checkpoint path")

@@ -1,20 +1,33 @@
 """The demo models as bench models (bench/models.py): prompts of the demo world, scored by scene
-accuracy; demo-kontext edits also report the PSNR of the region the edit must leave alone."""
+accuracy; demo-kontext edits also report the PSNR of the region the edit must leave alone;
+demo-flux-open prompts of the open world, scored by scene accuracy on the prompted attributes and
+by detail_db, the fine-band energy of the image against renders of its prompt (open_world.py)."""
 import os
 
 import torch
 
 from bench.models import BenchModel, Job
 
-from . import models, world
+from . import models, open_world, world
 
 DEFAULT_CFG = 3.0  # the demo models are trained with 10% unconditional prompts and sampled with CFG
+OPEN_REFERENCE_SEEDS = range(1000, 1008)  # renders of each open prompt that detail_db compares with
 
 
 def _scorer(scene):
     def score(images):
         return {"scene_accuracy": world.scene_accuracy(images, scene),
                 "shape_accuracy": world.shape_accuracy(images, scene)}
+    return score
+
+
+def _open_scorer(prompt, references):
+    scene = open_world.parse(prompt)
+
+    def score(images):
+        return {"scene_accuracy": open_world.scene_accuracy(images, scene),
+                "shape_accuracy": open_world.shape_accuracy(images, scene),
+                "detail_db": open_world.detail_db(images, references)}
     return score
 
 
@@ -53,6 +66,20 @@ class DemoFlux(DemoBenchModel):
         return out
 
 
+class DemoFluxOpen(DemoBenchModel):
+    name = "demo-flux-open"
+
+    def jobs(self, n_prompts, seeds, height, width):
+        negative = self.demo.conditioning("")
+        out = []
+        for prompt in open_world.benchmark_prompts(n_prompts):
+            refs = open_world.renders_of(prompt, 2 * height, 2 * width, OPEN_REFERENCE_SEEDS)
+            latent = torch.zeros(1, 16, height, width)
+            out += [Job(prompt, self.demo.conditioning(prompt), negative, latent, s, score=_open_scorer(prompt, refs))
+                    for s in seeds]
+        return out
+
+
 class DemoKontext(DemoBenchModel):
     name = "demo-kontext"
 
@@ -86,10 +113,12 @@ def is_demo_weights(path):
 
 
 def load(name_or_path):
-    """A bench model for demo-flux / demo-kontext or a demo weights file (task from its metadata)."""
+    """A bench model for demo-flux / demo-kontext / demo-flux-open or a demo weights file (task and
+    world from its metadata)."""
     if name_or_path in models.WEIGHT_FILES:
-        return {"demo-flux": DemoFlux, "demo-kontext": DemoKontext}[name_or_path]()
+        return {"demo-flux": DemoFlux, "demo-kontext": DemoKontext, "demo-flux-open": DemoFluxOpen}[name_or_path]()
     demo = models.load(name_or_path)
-    bench_model = DemoKontext(demo) if demo.metadata.get("task") == "kontext" else DemoFlux(demo)
+    bench_model = DemoFluxOpen(demo) if demo.metadata.get("world") == "open" else \
+        DemoKontext(demo) if demo.metadata.get("task") == "kontext" else DemoFlux(demo)
     bench_model.name = os.path.basename(name_or_path)
     return bench_model

@@ -7,6 +7,16 @@ demo-flux: scene accuracy (objects with colour-mask IoU >= 0.5) and shape accura
 of samples from pure noise, per latent size. demo-kontext: the same on the edited scene, plus the
 PSNR of the pixels the edit must leave alone against the source. The grid shows, per prompt, the
 sample next to the exact render of its prompt (for edits: source, sample, exact edit).
+
+demo-flux-open (the open world, demo/open_world.py): scene and shape accuracy on the prompted
+attributes, and detail_db, the energy of the samples in the three finest spatial-frequency bands
+against 4 renders of each prompt (0 dB: the world's detail; negative: blur), per size and per step
+count (`--steps` takes several; each row also gives the PSNR against the samples of the most steps);
+`--two-seeds` adds the PSNR between the samples of seeds `seed` and `seed + 1` of each prompt.
+The same numbers for the renders (one seed against others, and blurred by a Gaussian of 1 pixel)
+are printed first as the yardstick:
+
+    python -m demo.evaluate --model demo-flux-open --prompts 32 --sizes 32 --steps 50 18 10 5 --two-seeds
 """
 import argparse
 import os
@@ -54,6 +64,8 @@ def task_of(demo, name):
     """"flux" or "kontext": from the model's name, else from the weights' metadata or file name."""
     if name in ("demo-flux", "demo-kontext"):
         return name[len("demo-"):]
+    if name == "demo-flux-open" or demo.metadata.get("world") == "open":
+        return "open"
     return demo.metadata.get("task") or ("kontext" if "kontext" in os.path.basename(name) else "flux")
 
 
@@ -96,6 +108,61 @@ def evaluate(name, n_prompts, sizes, steps, cfg, seed=0, grid=None, grid_size=No
     return rows
 
 
+def open_yardstick(n_prompts, size, seed=0):
+    """Scores of renders of the open world (seed `seed` against 4 reference seeds), plain and blurred."""
+    from . import open_world
+    from fastdit import metrics
+    h = 2 * size
+    prompts = open_world.benchmark_prompts(n_prompts)
+    refs = torch.cat([open_world.renders_of(p, h, h, range(100, 104)) for p in prompts])
+    a = torch.cat([open_world.renders_of(p, h, h, [seed]) for p in prompts])
+    b = torch.cat([open_world.renders_of(p, h, h, [seed + 1]) for p in prompts])
+    rows = []
+    for label, imgs in (("renders", a), ("renders, 1 px blur", open_world.gaussian_blur(a, 1.0)),
+                        ("average of 2 renders", (a + b) / 2)):
+        rows.append({"size": size, "images": label, "scene_accuracy": open_world.scene_accuracy(imgs, prompts),
+                     "detail_db": open_world.detail_db(imgs, refs),
+                     "bands_db": [round(float(x), 2) for x in open_world.band_db(imgs, refs)]})
+    rows[0]["two_seed_psnr"] = metrics.pooled_psnr(metrics.psnr(a, b))
+    return rows
+
+
+def evaluate_open(demo, n_prompts, sizes, steps_list, cfg, seed=0, two_seeds=False, grid=None, grid_count=12):
+    """Rows per (size, steps) for a model of the open world; optionally a grid (samples | a render)."""
+    from . import open_world
+    from fastdit import metrics
+    rows = []
+    prompts = open_world.benchmark_prompts(n_prompts)
+    for size in sizes:
+        h = 2 * size
+        for row in open_yardstick(n_prompts, size, seed):
+            rows.append(row)
+            print("  " + _fmt_row(row), flush=True)
+        refs = torch.cat([open_world.renders_of(p, h, h, range(100, 104)) for p in prompts])
+        samples = {}
+        for steps in sorted(steps_list, reverse=True):
+            imgs = sample_images(demo, prompts, size, steps, cfg, seed)
+            samples[steps] = imgs
+            row = {"size": size, "steps": steps, "scene_accuracy": open_world.scene_accuracy(imgs, prompts),
+                   "shape_accuracy": open_world.shape_accuracy(imgs, prompts),
+                   "detail_db": open_world.detail_db(imgs, refs),
+                   "bands_db": [round(float(x), 2) for x in open_world.band_db(imgs, refs)],
+                   "psnr_vs_most_steps": metrics.pooled_psnr(metrics.psnr(imgs, samples[max(steps_list)]))}
+            if two_seeds and steps == max(steps_list):
+                other = sample_images(demo, prompts, size, steps, cfg, seed + 1)
+                row["two_seed_psnr"] = metrics.pooled_psnr(metrics.psnr(imgs, other))
+            rows.append(row)
+            print("  " + _fmt_row(row), flush=True)
+        if grid and size == sizes[-1]:
+            cols = [samples[s][:grid_count] for s in sorted(samples, reverse=True)]
+            write_pairs_grid(grid, cols + [torch.cat([open_world.renders_of(p, h, h, [seed]) for p in prompts])[:grid_count]])
+    return rows
+
+
+def _fmt_row(row):
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+
+
 def write_pairs_grid(path, columns, per_row=4, cell=96, pad=4):
     """Images side by side per prompt (sample | exact render ...), `per_row` prompts per row."""
     import numpy as np
@@ -118,7 +185,8 @@ def main(argv=None):
     ap.add_argument("--model", default="demo-flux", help="demo-flux, demo-kontext or a weights path")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--sizes", type=int, nargs="+", default=[32], help="latent sides (image = 2x)")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, nargs="+", default=[30], help="several: demo-flux-open only")
+    ap.add_argument("--two-seeds", action="store_true", help="demo-flux-open: PSNR between two seeds' samples")
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
@@ -131,8 +199,14 @@ def main(argv=None):
     comfy_env.boot(load_pack=False)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{args.model}: {args.prompts} prompts, {args.steps} steps, cfg {args.cfg}, euler/simple")
-    evaluate(args.model, args.prompts, args.sizes, args.steps, args.cfg, args.seed, args.grid, args.grid_size)
+    print(f"{args.model}: {args.prompts} prompts, {' / '.join(map(str, args.steps))} steps, cfg {args.cfg}, euler/simple")
+    from . import models
+    if args.model == "demo-flux-open" or (args.model not in models.WEIGHT_FILES and
+                                          models.load(args.model).metadata.get("world") == "open"):
+        evaluate_open(models.load(args.model), args.prompts, args.sizes, args.steps, args.cfg, args.seed,
+                      args.two_seeds, args.grid)
+        return 0
+    evaluate(args.model, args.prompts, args.sizes, args.steps[0], args.cfg, args.seed, args.grid, args.grid_size)
     return 0
 
 

@@ -8,6 +8,8 @@ holds the architecture:
   demo-flux     text to image
   demo-kontext  the same architecture fine-tuned for edits with the source image as a Kontext
                 reference latent (frame index 1)
+  demo-flux-open  text to image on the open world (demo/open_world.py, encoder demo/open_text.py;
+                  metadata "world": "open")
 """
 import dataclasses
 import functools
@@ -20,7 +22,8 @@ from . import position, text
 from .latent_space import LinearPatchVAE
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-WEIGHT_FILES = {"demo-flux": "demo_flux.safetensors", "demo-kontext": "demo_kontext.safetensors"}
+WEIGHT_FILES = {"demo-flux": "demo_flux.safetensors", "demo-kontext": "demo_kontext.safetensors",
+                "demo-flux-open": "demo_flux_open.safetensors"}
 
 FLUX_CONFIG = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=text.EMBED_DIM,
                    context_in_dim=text.EMBED_DIM, hidden_size=256, mlp_ratio=2.0, num_heads=4, depth=2,
@@ -125,7 +128,7 @@ def weights_path(name):
 
 
 def load(name_or_path, dtype=torch.bfloat16):
-    """A DemoModel from a name (demo-flux, demo-kontext) or a safetensors path.
+    """A DemoModel from a name (demo-flux, demo-kontext, demo-flux-open) or a safetensors path.
 
     bf16 by default, as FLUX runs in ComfyUI (and faster than fp32 on CPUs with bf16 units)."""
     from safetensors import safe_open
@@ -138,7 +141,11 @@ def load(name_or_path, dtype=torch.bfloat16):
         sd = {k: f.get_tensor(k).to(dtype) for k in f.keys()}
     config = json.loads(metadata.pop("config"))
     base = build_base_model(config, dtype)
-    parts = {"diffusion_model": base.diffusion_model, "text_encoder": text.TextEncoder(config["context_in_dim"]),
+    if metadata.get("world") == "open":
+        from .open_text import OpenTextEncoder as encoder_class
+    else:
+        encoder_class = text.TextEncoder
+    parts = {"diffusion_model": base.diffusion_model, "text_encoder": encoder_class(config["context_in_dim"]),
              "position": position.PositionEmbedding(config["hidden_size"])}
     for prefix, module in parts.items():
         sub = {k[len(prefix) + 1:]: v for k, v in sd.items() if k.startswith(prefix + ".")}

@@ -7,6 +7,11 @@
     python -m demo.train --task kontext --init demo/weights/demo_flux.safetensors --out demo/_train/kontext --minutes 60
     # write the EMA weights of a run as the shipped bf16 file:
     python -m demo.train --task flux --out demo/_train/flux --export demo/weights/demo_flux.safetensors
+    # demo-flux-open on the open world (demo/open_world.py), in chunks that resume from the shipped
+    # weights (fresh optimizer, 200-step warm-up); --export also appends the run's log to
+    # demo/weights/demo_flux_open.log.jsonl with cumulative minutes:
+    python -m demo.train --world open --init demo/weights/demo_flux_open.safetensors --out demo/_train/open --minutes 60
+    python -m demo.train --world open --out demo/_train/open --export demo/weights/demo_flux_open.safetensors
 
 Every step draws fresh scenes (seeded), renders them at one latent size of the curriculum (16x16 to
 64x64 latents, batch scaled to keep the token count per step similar), and regresses the FLUX
@@ -29,6 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # latent size -> (batch, share of steps); the batch keeps ~1-2k image tokens per step
 CURRICULUM = {16: (24, 0.45), 24: (12, 0.20), 32: (8, 0.20), 48: (3, 0.07), 64: (2, 0.08)}
+# the open world: textures need the main size (32) more than the demo world does
+OPEN_CURRICULUM = {16: (24, 0.30), 24: (12, 0.15), 32: (8, 0.45), 48: (3, 0.05), 64: (2, 0.05)}
 # edits carry the source image as reference tokens: half the batch for the same token count
 EDIT_CURRICULUM = {16: (12, 0.45), 24: (6, 0.20), 32: (4, 0.20), 48: (2, 0.07), 64: (1, 0.08)}
 CFG_DROPOUT = 0.1
@@ -98,9 +105,32 @@ def object_weight(images, scenes, weight=OBJECT_WEIGHT):
     return 1 + weight * torch.nn.functional.max_pool2d(obj, 2)
 
 
-def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
+def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
+    """make_batch for the open world: random open prompts, each realised from `gen`."""
+    from demo import open_text, open_world
+    h = w = 2 * size
+    scenes = [open_world.random_prompt_scene(gen) for _ in range(batch)]
+    toks = [open_text.scene_tokens(s) for s in scenes]
+    layers = [open_world.render_drawing(open_world.realize(s, gen), h, w) for s in scenes]
+    images = torch.stack([img for img, _ in layers])
+    obj = torch.stack([(cov.sum(0) if cov.shape[0] else torch.zeros(h, w)) > 0.02 for _, cov in layers]).float()
+    weights = 1 + OBJECT_WEIGHT * torch.nn.functional.max_pool2d(obj[:, None], 2)
+    x0 = encode_images(images, latent_format)
+    words = torch.stack([t[0] for t in toks])
+    slots = torch.stack([t[1] for t in toks])
+    drop = torch.rand(batch, generator=gen) < cfg_dropout
+    if drop.any():
+        nw, ns = open_text.null_tokens()
+        words[drop] = nw
+        slots[drop] = ns
+    return x0, words, slots, None, scenes, weights
+
+
+def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, world_name="demo"):
     """(x0, word ids, slot ids, reference latents or None, scenes, loss weights) for one step."""
     from demo import text, world
+    if world_name == "open":
+        return open_batch(size, batch, gen, latent_format, cfg_dropout)
     h = w = 2 * size
     if task == "flux":
         scenes = [world.random_scene(gen) for _ in range(batch)]
@@ -167,13 +197,13 @@ def loss_on(model, x0, words, slots, refs, gen, weights=None):
 
 
 @torch.no_grad()
-def sample(model, prompts_tokens, size, steps=12, cfg=3.0, seed=0, refs=None):
+def sample(model, prompts_tokens, size, steps=12, cfg=3.0, seed=0, refs=None, null=None):
     """Euler sampling from pure noise with FLUX's shifted schedule (for the training probe)."""
     from demo import text
     words = torch.stack([t[0] for t in prompts_tokens])
     slots = torch.stack([t[1] for t in prompts_tokens])
     n = words.shape[0]
-    nw, ns = text.null_tokens()
+    nw, ns = null if null is not None else text.null_tokens()
     x = torch.randn(n, 16, size, size, generator=torch.Generator().manual_seed(seed))
     ts = shift(torch.linspace(1, 0, steps + 1), FLUX_MU)
     ts[-1] = 0
@@ -187,6 +217,18 @@ def sample(model, prompts_tokens, size, steps=12, cfg=3.0, seed=0, refs=None):
         vc, vu = v[:n], v[n:]
         x = x + (ts[i + 1] - ts[i]) * (vu + cfg * (vc - vu))
     return x
+
+
+def open_probe(model, latent_format, size=32, n=8, steps=12, cfg=3.0):
+    """Open world: scene accuracy and detail (dB against renders of the same prompts) of samples."""
+    from demo import open_text, open_world
+    from demo.latent_space import latent_to_pixels
+    prompts = open_world.benchmark_prompts(n, seed=777)
+    x = sample(model, [open_text.tokens_for(p) for p in prompts], size, steps, cfg, null=open_text.null_tokens())
+    imgs = latent_to_pixels(latent_format.process_out(x))
+    refs = torch.cat([open_world.renders_of(p, 2 * size, 2 * size, range(4)) for p in prompts])
+    return {"scene_acc": open_world.scene_accuracy(imgs, prompts), "shape_acc": open_world.shape_accuracy(imgs, prompts),
+            "detail_db": round(open_world.detail_db(imgs, refs), 2)}
 
 
 def probe(model, task, latent_format, size=16, n=16, steps=12, cfg=3.0):
@@ -229,12 +271,15 @@ def _params(model):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=["flux", "kontext"], default="flux")
+    ap.add_argument("--world", choices=["demo", "open"], default="demo",
+                    help="open: the open world (demo/open_world.py), text to image only")
     ap.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl")
     ap.add_argument("--init", default=None, help="start from these weights (safetensors) instead of scratch")
     ap.add_argument("--minutes", type=float, default=60, help="train this long (then checkpoint and stop)")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint-minutes", type=float, default=5)
@@ -250,10 +295,21 @@ def main(argv=None):
     latent_format = comfy.latent_formats.Flux()
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    if args.world == "open" and args.task != "flux":
+        ap.error("--world open trains text to image only (--task flux)")
     curriculum = {int(k): tuple(v) for k, v in json.loads(args.curriculum).items()} if args.curriculum \
-        else (CURRICULUM if args.task == "flux" else EDIT_CURRICULUM)
+        else (OPEN_CURRICULUM if args.world == "open" else CURRICULUM if args.task == "flux" else EDIT_CURRICULUM)
 
     model = models.load(args.init, dtype=torch.float32) if args.init else models.new(seed=args.seed)
+    base = {"steps": 0, "minutes": 0.0}  # open world: training before this run (from the --init weights)
+    if args.world == "open":
+        from demo import open_text
+        if model.metadata.get("world") == "open":
+            base = {"steps": int(model.metadata.get("total_steps", 0)),
+                    "minutes": float(model.metadata.get("total_minutes", 0.0))}
+        else:  # from a demo-world model or from scratch: the demo words keep their rows
+            model.text_encoder = open_text.from_demo(model.text_encoder)
+        model.metadata = {k: v for k, v in model.metadata.items() if k in ("world",)}
     params = _params(model)
     for p in params:
         p.requires_grad_(True)
@@ -271,10 +327,16 @@ def main(argv=None):
         gen.set_state(ck["gen"])
         print(f"resumed {ckpt_path} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)")
 
+    if args.world == "open":
+        base = state.setdefault("base", base)
     if args.export:
         ema.copy_to(params)
         model.metadata.update({"task": args.task, "steps": str(state["step"]), "images": str(state["images"]),
                                "train_minutes": f"{state['seconds'] / 60:.1f}"})
+        if args.world == "open":
+            model.metadata.update({"world": "open", "total_steps": str(base["steps"] + state["step"]),
+                                   "total_minutes": f"{base['minutes'] + state['seconds'] / 60:.2f}"})
+            _append_log(os.path.join(args.out, "log.jsonl"), os.path.splitext(args.export)[0] + ".log.jsonl")
         model.save(args.export)
         print(f"wrote {args.export} ({os.path.getsize(args.export) / 2 ** 20:.1f} MiB)")
         return 0
@@ -297,8 +359,9 @@ def main(argv=None):
         t0 = time.time()
         size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
         batch = curriculum[size][0]
-        x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format)
-        lr = args.lr * min(1.0, (state["step"] + 1) / 200)
+        x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format,
+                                                        world_name=args.world)
+        lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         loss = loss_on(model, x0, words, slots, refs, gen, weights)
@@ -314,6 +377,8 @@ def main(argv=None):
         if state["step"] % 50 == 0:
             rec = {"step": state["step"], "loss": sum(losses) / len(losses), "images": state["images"],
                    "minutes": round(state["seconds"] / 60, 2), "img_per_s": round(batch / (time.time() - t0), 1), "lr": lr}
+            if args.world == "open":
+                rec.update(_totals(base, state))
             losses = []
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -323,16 +388,37 @@ def main(argv=None):
         if time.time() - last_probe > args.probe_minutes * 60:
             backup = [p.detach().clone() for p in params]
             ema.copy_to(params)
-            res = probe(model, args.task, latent_format)
+            res = open_probe(model, latent_format) if args.world == "open" else probe(model, args.task, latent_format)
             for p, b in zip(params, backup):
                 p.data.copy_(b)
-            log.write(json.dumps({"step": state["step"], "minutes": round(state["seconds"] / 60, 2), "probe_ema": res}) + "\n")
+            rec = {"step": state["step"], "minutes": round(state["seconds"] / 60, 2), "probe_ema": res}
+            if args.world == "open":
+                rec.update(_totals(base, state))
+            log.write(json.dumps(rec) + "\n")
             log.flush()
             last_probe = time.time()
     save()
     print(f"stopped at step {state['step']} ({state['images']} images, {state['seconds'] / 60:.1f} min); "
           f"checkpoint {ckpt_path}")
     return 0
+
+
+def _totals(base, state):
+    return {"total_steps": base["steps"] + state["step"], "total_minutes": round(base["minutes"] + state["seconds"] / 60, 2)}
+
+
+def _append_log(run_log, shipped_log):
+    """Append the run's records that are newer (by total_minutes) than the shipped log's last one."""
+    last = -1.0
+    if os.path.exists(shipped_log):
+        lines = [json.loads(x) for x in open(shipped_log) if x.strip()]
+        last = max((r.get("total_minutes", -1.0) for r in lines), default=-1.0)
+    if not os.path.exists(run_log):
+        return
+    with open(shipped_log, "a") as out:
+        for line in open(run_log):
+            if line.strip() and json.loads(line).get("total_minutes", -1.0) > last:
+                out.write(line if line.endswith("\n") else line + "\n")
 
 
 if __name__ == "__main__":
