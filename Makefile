@@ -9,10 +9,10 @@ COMFYUI_ARCHIVES ?= ../shared/comfyui
 
 .PHONY: demo test test-all test-versions bench env clean-env
 
-$(VENV)/.fastdit-setup-v1:
+$(VENV)/.fastdit-setup-v2:
 	VENV=$(VENV) bash scripts/setup_env.sh
 
-env: $(VENV)/.fastdit-setup-v1
+env: $(VENV)/.fastdit-setup-v2
 
 demo: env
 	$(PY) -m demo.run

@@ -12,11 +12,12 @@ VENV=${VENV:-.venv}
 OUT=.versions
 
 # Packages each version needs beyond ComfyUI 0.3.75's (what its code imports at start-up and in
-# the tests; torchaudio has no build for torch 2.14, 2.11.1 imports and serves what is touched).
+# the tests; torchaudio has no build for torch 2.14, 2.11.1 imports and serves what is touched),
+# and the frontend that version's requirements.txt pins (the browser test loads it).
 extras_for() {
   case "$1" in
-    0.13.0) echo "comfy-kitchen==0.2.7 comfy-aimdo==0.1.8 kornia kornia-rs spandrel torchaudio==2.11.1" ;;
-    0.33.0) echo "comfy-kitchen==0.2.31 comfy-aimdo==0.4.13 blake3 simpleeval>=1.0.0 kornia kornia-rs spandrel torchaudio==2.11.1" ;;
+    0.13.0) echo "comfy-kitchen==0.2.7 comfy-aimdo==0.1.8 kornia kornia-rs spandrel torchaudio==2.11.1 comfyui-frontend-package==1.38.13" ;;
+    0.33.0) echo "comfy-kitchen==0.2.31 comfy-aimdo==0.4.13 blake3 simpleeval>=1.0.0 kornia kornia-rs spandrel torchaudio==2.11.1 comfyui-frontend-package==1.49.6" ;;
     *) echo "" ;;
   esac
 }

@@ -27,8 +27,12 @@ def free_port():
 
 
 class ComfyServer:
-    def __init__(self, base_dir=None, port=None, extra_args=(), log_path=None):
+    """frontend=True serves the real ComfyUI frontend (the installed `comfyui_frontend_package`, found
+    by ComfyUI itself); by default the server answers the API only, with an empty web root."""
+
+    def __init__(self, base_dir=None, port=None, extra_args=(), log_path=None, frontend=False):
         self.own_base = base_dir is None
+        self.frontend = frontend
         self.base = base_dir or tempfile.mkdtemp(prefix="fastdit-comfy-")
         self.port = port or free_port()
         self.extra_args = list(extra_args)
@@ -45,10 +49,11 @@ class ComfyServer:
         link = os.path.join(self.base, "custom_nodes", "comfyui-fastdit")  # the name a registry install gets
         if not os.path.exists(link):
             os.symlink(PACK_DIR, link)
+        web_root = [] if self.frontend else ["--front-end-root", os.path.join(self.base, "web_empty")]
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", self.base, "--front-end-root", os.path.join(self.base, "web_empty"),
-               "--disable-auto-launch", "--database-url", "sqlite:///:memory:", "--disable-api-nodes",
-               "--use-pytorch-cross-attention", *self.extra_args]
+               "--base-directory", self.base, *web_root, "--disable-auto-launch",
+               "--database-url", "sqlite:///:memory:", "--disable-api-nodes", "--use-pytorch-cross-attention",
+               *self.extra_args]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfyui_root(), stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
