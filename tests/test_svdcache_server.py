@@ -61,7 +61,7 @@ def test_demo_flux_calibrate_and_patch():
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
         "4b": {"class_type": "EmptyLatentImage", "inputs": {"width": 192, "height": 160, "batch_size": 1}},
         "5": {"class_type": "FastDiTSVDCacheCalibrate", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["4", 0], "steps": 20, "cfg": 3.0, "seed": 0, "interval": 5, "tau": 0.85}},
-        "6": {"class_type": "FastDiTSVDCache", "inputs": {"model": ["1", 0], "basis": ["5", 0], "interval": 5, "beta": 0.9, "ema_mode": "trend", "warmup_steps": 3, "start_percent": 0.0, "end_percent": 1.0}},
+        "6": {"class_type": "FastDiTSVDCache", "inputs": {"model": ["1", 0], "basis": ["5", 0], "interval": 5, "beta": 0.3, "ema_mode": "trend", "warmup_steps": 3, "start_percent": 0.0, "end_percent": 1.0}},
         "7": ksampler("1", "4b"),
         "8": ksampler("6", "4b"),
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 1]}},
