@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 
-SHIPPED_TOP_LEVEL = {"__init__.py", "nodes", "fastdit", "kernels", "demo", "workflows", "README.md", "LICENSE",
+SHIPPED_TOP_LEVEL = {"__init__.py", "nodes", "fastdit", "kernels", "demo", "workflows", "web", "README.md", "LICENSE",
                      "pyproject.toml", "requirements.txt", "icon.svg"}
 ISSUES_URL = "https://github.com/fastdit/ComfyUI-FastDiT/issues"
 
@@ -92,6 +92,10 @@ def test_archive_holds_what_a_user_needs_and_nothing_else():
     for folder in ("nodes", "fastdit", "workflows", "demo"):
         assert any(p.startswith(folder + "/") and p.endswith((".py", ".json")) for p in files), folder
     assert {"demo/weights/demo_flux.safetensors", "demo/weights/demo_kontext.safetensors"} <= files
+    # the frontend extension (WEB_DIRECTORY) and every workflow's template thumbnail
+    assert "web/compare_report.js" in files
+    workflows = [p for p in files if p.startswith("workflows/") and p.endswith(".json")]
+    assert workflows and all(p[:-len(".json")] + ".jpg" in files for p in workflows)
     for left_out in ("tests", "bench", "docs", ".ci", "scripts"):
         assert not any(p.startswith(left_out + "/") for p in files), left_out
     assert top <= SHIPPED_TOP_LEVEL, sorted(top - SHIPPED_TOP_LEVEL)
