@@ -56,7 +56,7 @@ class FastDiTSVDCacheCalibrate(io.ComfyNode):
                                      "contribute to the basis."),
                 io.Float.Input("tau", default=0.85, min=0.01, max=1.0, step=0.01,
                                tooltip="Energy share of the principal subspace (rank rule: the smallest k with "
-                                       "sum of the top k sigma^2 >= tau of the total). Paper: 0.85."),
+                                       "sum of the top k sigma^2 >= tau of the total), in (0, 1]. Paper: 0.85."),
                 io.Int.Input("warmup_steps", default=3, min=0, max=100, optional=True,
                              tooltip="The SVD-Cache warm-up you will use (full steps at the start)."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="euler", optional=True),
@@ -64,12 +64,6 @@ class FastDiTSVDCacheCalibrate(io.ComfyNode):
             ],
             outputs=[SVDBasisType.Output(display_name="basis"), io.Latent.Output(display_name="latent")],
         )
-
-    @classmethod
-    def validate_inputs(cls, tau=None, **kwargs):
-        if tau is not None and not 0.0 < float(tau) <= 1.0:
-            return f"tau must be in (0, 1], got {tau}"
-        return True
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, cfg, seed, interval, tau, warmup_steps=3,
