@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT
 from kernels import backend
-from kernels.lowrank import project, split, split_reference
+from kernels.lowrank import project, split_reference
 
 _SCRIPT = textwrap.dedent("""
     import torch

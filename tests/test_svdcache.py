@@ -1,7 +1,6 @@
 """SVD-Cache through the real ComfyUI: calibrate -> patch -> sample on tiny models of every family,
 exactness at interval 1, bases across resolutions, the forecast rules, and every bad input."""
 import logging
-import os
 import re
 
 import pytest
@@ -341,7 +340,7 @@ def test_graph_refuses_tau_outside_the_unit_interval():
         execute(_graph(tau=0.0))
 
 
-def test_graph_names_a_missing_basis_file(tmp_path):
+def test_graph_names_a_missing_basis_file():
     graph = _graph(svd_inputs={"basis_file": "gone.safetensors"})
     del graph["2"]
     with pytest.raises(GraphError, match="gone.safetensors"):
