@@ -18,16 +18,47 @@ import logging
 
 import torch
 
-from ..adapters import call_arguments, for_model
+from ..adapters import UnsupportedInputError, call_arguments, for_model
 from .schedule import FORECAST
 from .run import CallContext, RunState
 from .store import chunk_rows
+
+
+EASYCACHE_KEY = "easycache"   # where ComfyUI's EasyCache and LazyCache keep their state
+
+
+def _refuse_easycache(technique, transformer_options):
+    """ComfyUI's EasyCache / LazyCache skip whole model calls and reuse the output change: the
+    feature cache's full computes then miss the steps it planned, and each cache forecasts from the
+    other's output (15 dB from the baseline on a tiny FLUX where each alone gives 23-29 dB)."""
+    if EASYCACHE_KEY in transformer_options:
+        raise UnsupportedInputError(
+            f"{technique} cannot run together with ComfyUI's EasyCache / LazyCache on one model: both skip "
+            "model work and each would forecast from the other's reused output. Use one of them.")
+
+
+def feature_caches(transformer_options):
+    """{key: config} of the pack's feature caches installed on a model (HiCache, SVD-Cache, calibration)."""
+    return {k: v for k, v in transformer_options.items()
+            if k.startswith("fastdit_") and not k.endswith("_run") and hasattr(v, "technique")}
+
+
+def window_key(transformer_options):
+    """The context window a call belongs to (ComfyUI's context windows run one model call per window
+    and name it in transformer_options), as a hashable key; None without windows."""
+    window = transformer_options.get("context_window")
+    if window is None:
+        return None
+    indices = getattr(window, "index_list", None)
+    return tuple(int(i) for i in indices) if indices is not None else id(window)
 
 
 def _make_outer_sample(key):
     def outer_sample(executor, *args, **kwargs):
         import comfy.model_patcher
         guider = executor.class_obj
+        _refuse_easycache(guider.model_options.get("transformer_options", {})[key].technique,
+                          guider.model_options.get("transformer_options", {}))
         original = guider.model_options
         guider.model_options = comfy.model_patcher.create_model_options_clone(original)
         opts = guider.model_options.setdefault("transformer_options", {})
@@ -117,7 +148,8 @@ def _run_block(run, call, kind, index, args, extra, opts):
     names = module_slots or streams  # block granularity: one slot per stream (its output delta)
     lead = args[streams[0]]
     chunks = chunk_rows(lead.shape[0], list(opts.get("uuids") or []))
-    resolution = tuple(tuple(args[s].shape[1:]) for s in streams)
+    # one cache per resolution and per context window (windows of one length share shapes)
+    resolution = (tuple(tuple(args[s].shape[1:]) for s in streams), window_key(opts))
     entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
     ev = call.evaluation
 
@@ -167,6 +199,15 @@ def install(model, config, key):
     Raises UnsupportedModelError (naming the supported families) for other models."""
     import comfy.patcher_extension as pe
     adapter = for_model(model, technique=config.technique)
+    present = model.model_options.get("transformer_options", {})
+    _refuse_easycache(config.technique, present)
+    for other_key, other in feature_caches(present).items():
+        if other_key != key:
+            raise UnsupportedInputError(
+                f"{config.technique} cannot be applied to a model that already has {other.technique}: both replace "
+                "the transformer blocks. Apply one of them.")
+        logging.warning(f"{config.technique}: this model already has {other.technique} ({other.describe()}); "
+                        f"the new settings ({config.describe()}) replace it")
     m = model.clone()
     for wrapper_type, factory in ((pe.WrappersMP.OUTER_SAMPLE, _make_outer_sample),
                                   (pe.WrappersMP.CALC_COND_BATCH, _make_calc_cond_batch),

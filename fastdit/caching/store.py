@@ -5,7 +5,8 @@ state objects with `nbytes`).
 Cond and uncond (and any further conds) each get their own entries, keyed by the uuid ComfyUI
 gives every cond for the whole run; the batch of a model call is split into per-uuid row chunks,
 so batched and split cond/uncond calls read and write the same entries. The resolution key is
-the shape of the block's input streams: a run that changes resolution keeps separate entries.
+the shape of the block's input streams and the context window of the call: a run that changes
+resolution, or samples a video in context windows, keeps separate entries for each.
 """
 
 
