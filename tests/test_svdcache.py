@@ -236,11 +236,15 @@ def test_non_finite_forecast_falls_back_to_a_full_compute(info_log):
     assert _rel_err(out, clean) < 0.3
 
 
-def test_stacks_with_hicache_keys_apart():
+def test_one_feature_cache_per_model():
     basis, _ = _basis("flux")
     model = apply_svdcache(tm.make_model("flux"), basis=basis, interval=4, warmup_steps=2)
     opts = model.model_options["transformer_options"]
     assert SVDCACHE_KEY in opts and HICACHE_KEY not in opts
+    with pytest.raises(ValueError, match="HiCache cannot be applied to a model that already has SVD-Cache"):
+        apply_hicache(model)
+    with pytest.raises(ValueError, match="SVD-Cache calibration cannot be applied to a model that already has SVD-Cache"):
+        calibrate(model, *_inputs("flux")[:2], {"samples": _inputs("flux")[2]}, 2, 1.0, 0)
 
 
 # -- bad inputs ---------------------------------------------------------------------------------
