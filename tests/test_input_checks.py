@@ -148,11 +148,11 @@ def _combo_refused(graph, node_id, name, message):
 
 def test_demo_text_encode_model_name_is_not_exempted():
     _combo_refused(_encode(model_name="demo-sdxl"), "2", "model_name",
-                   "model_name must be one of demo-flux, demo-kontext, not 'demo-sdxl'")
+                   "model_name must be one of demo-flux, demo-kontext(, [a-z-]+)*, not 'demo-sdxl'")
 
 
 def test_demo_loader_names_its_models(pack_nodes):
-    with pytest.raises(ValueError, match="model_name must be one of demo-flux, demo-kontext, not 'demo-sdxl'"):
+    with pytest.raises(ValueError, match="model_name must be one of demo-flux, demo-kontext(, [a-z-]+)*, not 'demo-sdxl'"):
         pack_nodes["FastDiTDemoLoader"].execute(model_name="demo-sdxl")
 
 
