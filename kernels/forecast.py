@@ -4,6 +4,8 @@ One read of each term and one write of the result, accumulated in fp32 whatever 
 dtype (coefficients are Python floats). The torch reference does the same arithmetic term by
 term; `forecast()` dispatches with `kernels.backend`.
 """
+import functools
+
 import torch
 
 from . import backend
@@ -37,13 +39,9 @@ def forecast_reference(terms, coeffs, out=None):
     return out.copy_(acc)
 
 
-_kernel = None
-
-
+@functools.lru_cache(maxsize=1)
 def _triton_kernel():
-    global _kernel
-    if _kernel is not None:
-        return _kernel
+    """The jitted kernel, built on first use (triton is imported only where it runs)."""
     import triton
     import triton.language as tl
 
@@ -63,8 +61,7 @@ def _triton_kernel():
             acc += c3 * tl.load(d3_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
-    _kernel = forecast_kernel
-    return _kernel
+    return forecast_kernel
 
 
 def forecast_triton(terms, coeffs, out=None, block=4096):

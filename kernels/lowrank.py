@@ -9,6 +9,7 @@ global memory (written and read back by the same program) and reads the F rows a
 never needs a separate F @ V pass; everything accumulates in fp32. `project` is the same kernel
 without the residual phase. The torch reference does the same arithmetic with two matmuls.
 """
+import functools
 import logging
 import os
 from typing import Optional, Tuple
@@ -38,13 +39,9 @@ def split_reference(f: torch.Tensor, v: torch.Tensor, residual: bool = True
     return c, (f32 - c @ v32.T).to(f.dtype)
 
 
-_kernel = None
-
-
+@functools.lru_cache(maxsize=1)
 def _triton_kernel():
-    global _kernel
-    if _kernel is not None:
-        return _kernel
+    """The jitted kernel, built on first use (triton is imported only where it runs)."""
     import triton
     import triton.language as tl
 
@@ -88,8 +85,7 @@ def _triton_kernel():
                 tl.store(r_ptr + rows[:, None] * stride_r + ds[None, :], acc.to(r_ptr.dtype.element_ty),
                          mask=rmask[:, None] & dmask[None, :])
 
-    _kernel = lowrank_kernel
-    return _kernel
+    return lowrank_kernel
 
 
 def split_triton(f: torch.Tensor, v: torch.Tensor, residual: bool = True, block_m: int = 64, block_d: int = 64,
