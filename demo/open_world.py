@@ -355,12 +355,14 @@ def color_masks(image):
     return out
 
 
-def _size_class(area, shape, position, h, w):
-    """The size whose template (this shape at the centre of this cell, clipped by the image) has the
-    area nearest to `area` on a log scale."""
-    logs = {s: math.log(max(world._coverage(world.Obj(shape, "red", position, s), h, w).sum().item(), 1.0))
-            for s in SIZES}
-    return min(logs, key=lambda s: abs(logs[s] - math.log(max(area, 1.0))))
+def _size_class(area, position, h, w):
+    """The size whose template (any shape at the centre of this cell, clipped by the image) has the
+    area nearest to `area` on a log scale (shapes have equal areas unless the border clips them,
+    and a clipped shape is the one most often mistaken for another)."""
+    target = math.log(max(area, 1.0))
+    err = {s: min(abs(math.log(max(world._coverage(world.Obj(shape, "red", position, s), h, w).sum().item(), 1.0))
+                      - target) for shape in SHAPES) for s in SIZES}
+    return min(err, key=err.get)
 
 
 def _cell(mask):
@@ -377,9 +379,8 @@ def found_objects(image):
     out = []
     for color, m in color_masks(image).items():
         area, cell = m.sum().item(), _cell(m)
-        obj = world.Obj("circle", color, cell, _size_class(area, "circle", cell, h, w))
-        shape = world.shape_of(m, obj)
-        out.append((m, world.Obj(shape, color, cell, _size_class(area, shape, cell, h, w))))
+        obj = world.Obj("circle", color, cell, _size_class(area, cell, h, w))
+        out.append((m, dataclasses.replace(obj, shape=world.shape_of(m, obj))))
     return out
 
 
