@@ -94,14 +94,19 @@ class FastDiTFrescoKSampler(_FrescoOptionsNode):
                 io.Conditioning.Input("negative"),
                 io.Latent.Input("latent_image", tooltip="Full-resolution latent; the coarse stage is taken from it."),
                 *_option_inputs(),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="As KSampler's: the share of the schedule to run (its last steps of "
+                                       "steps / denoise). Below 1 the latent is partly noised and kept: cells "
+                                       "going to full resolution take the source's own detail back."),
             ],
             outputs=[io.Latent.Output()],
         )
 
     @classmethod
-    def execute(cls, model, seed, steps, cfg, scheduler, positive, negative, latent_image, **knobs) -> io.NodeOutput:
+    def execute(cls, model, seed, steps, cfg, scheduler, positive, negative, latent_image, denoise=1.0,
+                **knobs) -> io.NodeOutput:
         return io.NodeOutput(fresco_ksample(model, seed, steps, cfg, scheduler, positive, negative, latent_image,
-                                            _options(**knobs)))
+                                            _options(**knobs), denoise))
 
 
 class FastDiTFrescoSampler(_FrescoOptionsNode):

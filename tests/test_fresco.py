@@ -201,3 +201,23 @@ def test_latent_concatenating_conditioning_is_refused():
     with pytest.raises(UnsupportedInputError, match="concatenate a latent"):
         check_conditioning([{"concat_latent_image": torch.zeros(1, 16, 16, 16)}])
     check_conditioning([{"model_conds": {"c_crossattn": comfy.conds.CONDCrossAttn(torch.zeros(1, 8, 64))}}])
+
+
+def test_ksampler_helper_denoise():
+    """denoise d runs KSampler's sigmas (the last steps of int(steps / d)); 0 returns the latent."""
+    from fastdit.dynres.ksampler import denoise_sigmas
+    model, pos, neg, latent = _setup("flux", 16, 16)
+    ms = model.get_model_object("model_sampling")
+    full = comfy.samplers.calculate_sigmas(ms, "simple", 30).cpu()
+    assert torch.equal(denoise_sigmas(model, "simple", 9, 0.3), full[-10:])
+    assert torch.equal(denoise_sigmas(model, "simple", 9, 1.0), comfy.samplers.calculate_sigmas(ms, "simple", 9).cpu())
+    source = torch.randn(latent.shape, generator=torch.Generator().manual_seed(3))
+    out = fresco_ksample(model, 3, 9, 1.0, "simple", pos, neg, {"samples": source}, preset_options("fast"), denoise=0.0)
+    assert torch.equal(out["samples"], source)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        fresco_ksample(model, 3, 9, 1.0, "simple", pos, neg, {"samples": source}, preset_options("fast"), denoise=1.5)
+    low = fresco_ksample(model, 3, 9, 1.0, "simple", pos, neg, {"samples": source}, preset_options("fast"),
+                         denoise=0.2)["samples"]
+    high = fresco_ksample(model, 3, 9, 1.0, "simple", pos, neg, {"samples": source}, preset_options("fast"),
+                          denoise=0.9)["samples"]
+    assert _mse(low, source) < 0.5 * _mse(high, source)               # less denoise, closer to the latent

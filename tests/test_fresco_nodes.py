@@ -14,10 +14,11 @@ KNOBS = {"preset": "fast", "stage_split": "5/6/7", "coarse_factor": "2", "first_
          "transition": "same-t"}
 
 
-def _graph(family, width=16, height=16, frames=1, **knobs):
-    """Test model -> Fresco KSampler and Fresco SAMPLER (SamplerCustomAdvanced) -> compared images."""
+def _graph(family, width=16, height=16, frames=1, denoise=None, **knobs):
+    """Test model -> Fresco KSampler and Fresco SAMPLER (SamplerCustomAdvanced) -> compared images.
+    `denoise`: the KSampler node's input and BasicScheduler's (None: the node's input left out)."""
     options = dict(KNOBS, **knobs)
-    return {
+    graph = {
         "1": {"class_type": "FastDiTTestModel", "inputs": {"family": family, "seed": 0, "width": width, "height": height,
                                                            "frames": frames, "batch_size": 1}},
         "2": {"class_type": "FastDiTFrescoKSampler", "inputs": {"model": ["1", 0], "positive": ["1", 1],
@@ -26,7 +27,7 @@ def _graph(family, width=16, height=16, frames=1, **knobs):
         "3": {"class_type": "FastDiTFrescoSampler", "inputs": dict(options)},
         "4": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
         "5": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 9,
-                                                         "denoise": 1.0}},
+                                                         "denoise": 1.0 if denoise is None else denoise}},
         "6": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["1", 1], "negative": ["1", 2],
                                                     "cfg": 1.0}},
         "7": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["4", 0], "guider": ["6", 0], "sampler": ["3", 0],
@@ -35,6 +36,9 @@ def _graph(family, width=16, height=16, frames=1, **knobs):
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 4]}},
         "10": {"class_type": "FastDiTCompare", "inputs": {"reference": ["8", 0], "candidate": ["9", 0]}},
     }
+    if denoise is not None:
+        graph["2"]["inputs"]["denoise"] = denoise
+    return graph
 
 
 def test_nodes_are_registered(pack_nodes):
@@ -50,6 +54,28 @@ def test_both_nodes_sample_every_supported_family_identically(family, frames):
     out = execute(_graph(family, frames=frames))
     metrics = out["10"]["fastdit_metrics"][0]
     assert metrics["psnr"] == "inf" and metrics["ssim"] == pytest.approx(1.0)
+
+
+def test_denoise_is_the_last_input_and_defaults_to_one(pack_nodes):
+    """Saved workflows keep their widget values (a new last widget shifts none) and API prompts
+    without it sample as before."""
+    inputs = pack_nodes["FastDiTFrescoKSampler"].define_schema().inputs
+    last = inputs[-1]
+    assert last.id == "denoise" and last.default == 1.0 and (last.min, last.max) == (0.0, 1.0) and last.optional
+    without = execute(_graph("flux"))
+    with_one = execute(_graph("flux", denoise=1.0))
+    assert without["10"]["fastdit_metrics"][0]["psnr"] == with_one["10"]["fastdit_metrics"][0]["psnr"] == "inf"
+
+
+@pytest.mark.parametrize("denoise", [0.3, 0.75])
+def test_ksampler_denoise_runs_the_sigmas_of_basic_scheduler(denoise):
+    """The node at denoise d is the SAMPLER over BasicScheduler's sigmas at d, and both sample."""
+    graph = _graph("flux", 24, 24, denoise=denoise)
+    graph["30"] = {"class_type": "VAEDecode", "inputs": {"samples": ["1", 3], "vae": ["1", 4]}}
+    graph["31"] = {"class_type": "FastDiTCompare", "inputs": {"reference": ["30", 0], "candidate": ["8", 0]}}
+    out = execute(graph)
+    assert out["10"]["fastdit_metrics"][0]["psnr"] == "inf"
+    assert out["31"]["fastdit_metrics"][0]["psnr"] != "inf"        # it did sample
 
 
 def test_custom_knobs_reach_the_sampler():

@@ -2,10 +2,13 @@
 
 `sample_fresco` is a k-diffusion sampler function (ComfyUI's KSAMPLER contract): plain Euler on a
 full-resolution carrier latent whose coarse cells hold their coarse values, one model evaluation
-per step, one global sigma schedule. `FrescoRun` holds the run's state (noise field, cell masks,
-x0 history, the current token layout) and is dropped when the function returns.
+per step, one global sigma schedule. A schedule starting below the model's sigma_max (img2img,
+denoise < 1) keeps the source latent: cells going to full resolution continue their own state and
+take the source's detail back (transition.py). `FrescoRun` holds the run's state (noise field,
+cell masks, x0 history, the current token layout) and is dropped when the function returns.
 """
 import logging
+import math
 from collections import deque
 
 import torch
@@ -63,6 +66,22 @@ def preflight(model, x, extra_args):
     return mixed_adapter(base.diffusion_model), noise
 
 
+def img2img_source(model, x, sigmas):
+    """The latent being denoised when the schedule starts below the model's sigma_max (img2img,
+    denoise < 1: x = s E + (1 - s) L), as 5-D; None from pure noise.
+
+    The coarse stages hold only the block means of L; cells going up continue their own state and
+    take L's Haar details back (transition.py), so the source's detail survives."""
+    latent = getattr(model, "latent_image", None)   # set by ComfyUI's KSAMPLER
+    if latent is None or latent.shape != x.shape:
+        return None
+    sigma_max = float(model.inner_model.inner_model.model_sampling.sigma_max)
+    first = float(sigmas[0])
+    if math.isclose(first, sigma_max, rel_tol=1e-5) or first > sigma_max:   # KSAMPLER's max_denoise
+        return None
+    return as5d(latent).to(x)
+
+
 class FrescoRun:
     """State of one Fresco sampling run."""
 
@@ -74,6 +93,11 @@ class FrescoRun:
         if self.grid.cells == 0:
             self.plan = StagePlan(0, 0, len(sigmas) - 1, 0.0, 0.0)   # too small for one cell
         self.field = NoiseField(as5d(noise).to(x), extra_args.get("seed"))
+        self.source = img2img_source(model, x, sigmas)                 # None when sampling from pure noise
+        if self.source is not None and options.transition == "snr_matched" and self.plan.coarse:
+            log.warning("Fresco: SNR-matched transitions raise the noise level above the img2img start "
+                        "(sigma %.3f) at every resolution change, so less of the source survives than with "
+                        "same-t (docs/fresco.md, img2img).", float(sigmas[0]))
         self.history = deque(maxlen=options.variance_window)        # coarse x0 estimates (selection)
         self.x0 = None
         self.up = None
@@ -131,10 +155,11 @@ class FrescoRun:
         noise = self.field.field if self.options.renoise == "unified" else self.field.fresh(self.changes)
         s = float(sigma)
         if self.options.transition == "same_t":
-            x5, s = same_t(self.grid, x5, new_pixels, s, as5d(self.x0), noise, self.options.expansion)
+            x5, s = same_t(self.grid, x5, new_pixels, s, as5d(self.x0), noise, self.options.expansion,
+                           self.source, self.field.field)
         else:
             x5, s = snr_matched(self.grid, x5, new_pixels, fine_before, s, noise, self.options.expansion,
-                                self.options.renoise)
+                                self.options.renoise, self.source)
             self.sigmas[i] = s
         self.changes += 1
         self._set_layout(new_up, stage)
