@@ -105,6 +105,19 @@ def object_weight(images, scenes, weight=OBJECT_WEIGHT):
     return 1 + weight * torch.nn.functional.max_pool2d(obj, 2)
 
 
+def _token_batch(toks, null_tokens, gen, cfg_dropout):
+    """Stacked (word ids, slot ids) of a batch, each prompt dropped to the unconditional one with
+    probability cfg_dropout (classifier-free guidance training)."""
+    words = torch.stack([t[0] for t in toks])
+    slots = torch.stack([t[1] for t in toks])
+    drop = torch.rand(len(toks), generator=gen) < cfg_dropout
+    if drop.any():
+        nw, ns = null_tokens()
+        words[drop] = nw
+        slots[drop] = ns
+    return words, slots
+
+
 def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
     """make_batch for the open world: random open prompts, each realised from `gen`."""
     from demo import open_text, open_world
@@ -116,13 +129,7 @@ def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
     obj = torch.stack([(cov.sum(0) if cov.shape[0] else torch.zeros(h, w)) > 0.02 for _, cov in layers]).float()
     weights = 1 + OBJECT_WEIGHT * torch.nn.functional.max_pool2d(obj[:, None], 2)
     x0 = encode_images(images, latent_format)
-    words = torch.stack([t[0] for t in toks])
-    slots = torch.stack([t[1] for t in toks])
-    drop = torch.rand(batch, generator=gen) < cfg_dropout
-    if drop.any():
-        nw, ns = open_text.null_tokens()
-        words[drop] = nw
-        slots[drop] = ns
+    words, slots = _token_batch(toks, open_text.null_tokens, gen, cfg_dropout)
     return x0, words, slots, None, scenes, weights
 
 
@@ -156,13 +163,7 @@ def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, w
         refs = [encode_images(torch.stack(imgs_src), latent_format)]
     x0 = encode_images(images, latent_format)
     weights = object_weight(images, scenes)
-    words = torch.stack([t[0] for t in toks])
-    slots = torch.stack([t[1] for t in toks])
-    drop = torch.rand(batch, generator=gen) < cfg_dropout
-    if drop.any():
-        nw, ns = text.null_tokens()
-        words[drop] = nw
-        slots[drop] = ns
+    words, slots = _token_batch(toks, text.null_tokens, gen, cfg_dropout)
     return x0, words, slots, refs, scenes, weights
 
 
