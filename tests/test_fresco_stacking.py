@@ -76,3 +76,15 @@ def test_easycache_is_refused():
         model = node.execute(base, reuse_threshold=0.2, start_percent=0.15, end_percent=0.95, verbose=False).args[0]
         with pytest.raises(UnsupportedInputError, match="HiCache"):
             _run(model, preset_options("fast"))
+
+
+def test_context_windows_are_refused():
+    """ComfyUI's context windows slice the latent per window; Fresco's layout covers the whole latent
+    (it crashed in the token kernels before it refused)."""
+    import comfy.context_windows as cw
+    model = tm.make_model("flux").clone()
+    model.model_options["context_handler"] = cw.IndexListContextHandler(
+        context_schedule=cw.get_matching_context_schedule("standard_static"),
+        fuse_method=cw.get_matching_fuse_method("pyramid"), context_length=4, context_overlap=2, dim=3)
+    with pytest.raises(UnsupportedInputError, match="context windows"):
+        _run(model, preset_options("fast"))

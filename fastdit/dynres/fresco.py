@@ -60,6 +60,11 @@ def preflight(model, x, extra_args):
             "Fresco cannot run under ComfyUI's EasyCache / LazyCache: they compare the full-size latent, which "
             "Fresco keeps through its resolution changes, and would reuse a model output across them. "
             "Stack FastDiT's HiCache instead (its caches follow the token set).")
+    if extra_args.get("model_options", {}).get("context_handler") is not None:
+        raise UnsupportedInputError(
+            "Fresco cannot run under ComfyUI's context windows: each window is a slice of the latent, while "
+            "Fresco's token layout covers the whole latent. Remove the context-windows node or sample with a "
+            "normal KSampler.")
     noise = getattr(model, "noise", None)
     if noise is None or noise.shape != x.shape:
         raise UnsupportedInputError("Fresco must run through ComfyUI's KSAMPLER, which provides its noise.")
