@@ -160,3 +160,14 @@ def test_denoise_one_is_unchanged_and_ignores_the_latent(variant):
     if _exact_environment():
         assert hashlib.sha256(out.float().contiguous().numpy().tobytes()).hexdigest()[:16] in DIGESTS[variant]
 
+
+
+def test_the_documented_table_command_runs():
+    """`python -m bench.fresco_img2img` (the docs' img2img table), one prompt, four steps."""
+    from bench import fresco_img2img
+    rows = fresco_img2img.run(size=32, steps=4, n_prompts=1, denoises=(0.3, 1.0), preset="fast", log=lambda *a: None)
+    assert [r["denoise"] for r in rows] == [0.3, 1.0]
+    assert rows[1]["first_sigma"] == pytest.approx(1.0) and 0 < rows[0]["first_sigma"] < 1
+    for r in rows:
+        assert 15 < r["psnr_euler"] < 60 and 15 < r["psnr_fresco"] < 60 and r["psnr_fresco_vs_euler"] > 15
+        assert r["cost_ratio"] > 1 and r["flops_ratio"] > 1
