@@ -64,10 +64,18 @@ def _rope1(x, freqs_cis):
     return out.reshape(*x.shape).type_as(x)
 
 
+def _rope_grad(x, freqs_cis, grad):
+    """Gradient of _rope1 with respect to x (the frequencies are constants)."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        return torch.autograd.grad(_rope1(leaf, freqs_cis), leaf, grad)[0]
+
+
 def _differentiable_rope():
-    """Training needs gradients through RoPE. Some ComfyUI releases apply it with a fused kernel that
-    has no autograd formula and no training switch: probe it, and give this training process the
-    plain-torch RoPE when backward fails (sampling in ComfyUI itself is untouched)."""
+    """Training needs gradients through RoPE. Some ComfyUI releases apply it with fused kernel ops
+    (comfy_kitchen::apply_rope / apply_rope1) that have no autograd formula and no training switch:
+    probe it, and register the formula of the plain-torch RoPE for those ops in this training process
+    (torch.library.register_autograd, the remedy the error names; ComfyUI's code is untouched)."""
     import comfy.ldm.flux.math as flux_math
     x = torch.randn(1, 1, 2, 4, requires_grad=True)
     freqs = flux_math.rope(torch.arange(2, dtype=torch.float32)[None], 4, 10000)[:, None]
@@ -75,8 +83,21 @@ def _differentiable_rope():
         flux_math.apply_rope1(x, freqs).sum().backward()
         return
     except RuntimeError:
-        flux_math.apply_rope1 = _rope1
-        flux_math.apply_rope = lambda xq, xk, freqs_cis: (_rope1(xq, freqs_cis), _rope1(xk, freqs_cis))
+        pass
+
+    def save_inputs(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def rope1_backward(ctx, grad):
+        x, freqs_cis = ctx.saved_tensors
+        return _rope_grad(x, freqs_cis, grad), None
+
+    def rope_backward(ctx, grad_q, grad_k):
+        xq, xk, freqs_cis = ctx.saved_tensors
+        return _rope_grad(xq, freqs_cis, grad_q), _rope_grad(xk, freqs_cis, grad_k), None
+
+    torch.library.register_autograd("comfy_kitchen::apply_rope1", rope1_backward, setup_context=save_inputs)
+    torch.library.register_autograd("comfy_kitchen::apply_rope", rope_backward, setup_context=save_inputs)
 
 
 def shift(t, mu):
