@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from ..adapters import for_model
-from .schedule import FULL, StepPlan
+from .schedule import FULL, StepPlan, resolve_schedule
 from .store import SlotStore
 
 
@@ -52,7 +52,8 @@ class RunState:
         c = self.config
         start = model_sampling.percent_to_sigma(c.start_percent) if model_sampling is not None else float("inf")
         end = model_sampling.percent_to_sigma(c.end_percent) if model_sampling is not None else 0.0
-        self.plan = StepPlan(sample_sigmas, int(c.interval), int(c.warmup_steps), float(start), float(end))
+        interval, warmup_steps = resolve_schedule(c, len(sample_sigmas) - 1)
+        self.plan = StepPlan(sample_sigmas, interval, warmup_steps, float(start), float(end))
         self._evaluations.clear()
 
     def evaluation(self, sigma):

@@ -99,3 +99,8 @@ class StepPlan:
     def speedup(self):
         """Steps / full steps: the FLOPs speed-up quoted by the TaylorSeer-family papers."""
         return len(self.modes) / max(self.full_steps, 1)
+
+
+def resolve_schedule(config, n_steps):
+    """(interval, warm-up steps) of a cache config for a run of `n_steps` solver steps."""
+    return int(config.interval), int(config.warmup_steps)
