@@ -20,37 +20,32 @@ _INDEX = {w: i for i, w in enumerate(VOCABULARY)}
 SLOTS = text.SLOTS
 
 
-def _token(words, slot):
-    ids = [_INDEX[w] for w in words] + [0] * (WORDS_PER_TOKEN - len(words))
-    return ids, SLOTS.index(slot)
-
-
 def scene_tokens(scene):
     """(word ids [TOKENS, WORDS_PER_TOKEN], slot ids [TOKENS]) for an OpenScene."""
     bg = scene.background
-    toks = [_token(([f"background:{bg.color}"] if bg.color else []) + ([f"texture:{bg.texture}"] if bg.texture else []),
-                   "background")]
+    toks = [(([f"background:{bg.color}"] if bg.color else []) + ([f"texture:{bg.texture}"] if bg.texture else []),
+              "background")]
     for i in range(open_world.MAX_OBJECTS):
         slot = f"object {i + 1}"
         if scene.objects is None:
-            toks.append(_token(["<open>"], slot))
+            toks.append((["<open>"], slot))
         elif i < len(scene.objects):
             o = scene.objects[i]
             words = ["object:shape"] + [f"{k}:{v}" for k, v in (("color", o.color), ("shape", o.shape),
                                                                   ("position", o.position), ("size", o.size),
                                                                   ("fill", o.fill)) if v]
-            toks.append(_token(words, slot))
+            toks.append((words, slot))
         else:
-            toks.append(_token(["<absent>"], slot))
-    return _stack(toks)
+            toks.append((["<absent>"], slot))
+    return _encode(toks)
 
 
 def null_tokens():
-    return _stack([_token(["<null>"], s) for s in ("background", "object 1", "object 2", "object 3")])
+    return _encode(text.NULL_PROMPT)
 
 
-def _stack(toks):
-    return torch.tensor([t[0] for t in toks]), torch.tensor([t[1] for t in toks])
+def _encode(toks):
+    return text.encode(toks, _INDEX, WORDS_PER_TOKEN)
 
 
 def tokens_for(prompt):

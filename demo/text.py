@@ -32,40 +32,42 @@ VOCABULARY = _vocabulary()
 _INDEX = {w: i for i, w in enumerate(VOCABULARY)}
 
 
-def _token(words, slot):
-    ids = [_INDEX[w] for w in words] + [0] * (WORDS_PER_TOKEN - len(words))
-    return ids, SLOTS.index(slot)
+NULL_PROMPT = [(["<null>"], slot) for slot in ("background", "object 1", "object 2", "object 3")]
+
+
+def encode(tokens, index=None, width=WORDS_PER_TOKEN):
+    """(word ids [len, width], slot ids [len]) of (words, slot) pairs; `index` maps a word to its id
+    (default: this vocabulary), short tokens are padded with "<pad>" (id 0)."""
+    index = _INDEX if index is None else index
+    return (torch.tensor([[index[w] for w in words] + [0] * (width - len(words)) for words, _ in tokens]),
+            torch.tensor([SLOTS.index(slot) for _, slot in tokens]))
 
 
 def scene_tokens(scene):
     """(word ids [TOKENS, WORDS_PER_TOKEN], slot ids [TOKENS]) for a Scene."""
     bg = scene.background
-    toks = [_token([f"background:{bg.color}", f"to:{bg.color2}" if bg.color2 else "background:flat"]
-                   + ([f"gradient:{bg.direction}"] if bg.color2 else []), "background")]
+    toks = [([f"background:{bg.color}", f"to:{bg.color2}" if bg.color2 else "background:flat"]
+             + ([f"gradient:{bg.direction}"] if bg.color2 else []), "background")]
     for i in range(world.MAX_OBJECTS):
         slot = f"object {i + 1}"
         if i < len(scene.objects):
             o = scene.objects[i]
-            toks.append(_token([f"color:{o.color}", f"shape:{o.shape}", f"position:{o.position}", f"size:{o.size}"], slot))
+            toks.append(([f"color:{o.color}", f"shape:{o.shape}", f"position:{o.position}", f"size:{o.size}"], slot))
         else:
-            toks.append(_token(["<absent>"], slot))
-    return _stack(toks)
+            toks.append((["<absent>"], slot))
+    return encode(toks)
 
 
 def edit_tokens(edit):
     arg = {"recolor": f"color:{edit.argument}", "move": f"direction:{edit.argument}"}.get(edit.action)
-    toks = [_token([f"edit:{edit.action}"] + ([arg] if arg else []), "edit"),
-            _token([f"shape:{edit.shape}"] + ([f"color:{edit.color}"] if edit.color else []), "edit target"),
-            _token(["<absent>"], "object 2"), _token(["<absent>"], "object 3")]
-    return _stack(toks)
+    toks = [([f"edit:{edit.action}"] + ([arg] if arg else []), "edit"),
+            ([f"shape:{edit.shape}"] + ([f"color:{edit.color}"] if edit.color else []), "edit target"),
+            (["<absent>"], "object 2"), (["<absent>"], "object 3")]
+    return encode(toks)
 
 
 def null_tokens():
-    return _stack([_token(["<null>"], s) for s in ("background", "object 1", "object 2", "object 3")])
-
-
-def _stack(toks):
-    return torch.tensor([t[0] for t in toks]), torch.tensor([t[1] for t in toks])
+    return encode(NULL_PROMPT)
 
 
 def tokens_for(prompt):
