@@ -14,7 +14,9 @@ features of another seed), at `calib_size` (latent side), `calib_steps` and the 
 (`calib_cfg`). basis=same calibrates inside each sampling call on the job's own prompt, seed and
 resolution with the bench's steps: its FLOPs column counts only the cached run (the calibration
 runs on the uncounted model), but its wall clock includes the calibration.
-Other options: interval, beta, ema_mode, warmup_steps, start_percent, end_percent, cache_device.
+Other options: interval, beta, ema_mode, warmup_steps, start_percent, end_percent, cache_device, speed
+(a preset such as svdcache:speed=auto: the calibration records the full steps of the preset's
+schedule at calib_steps).
 """
 from . import Config, register
 
@@ -68,9 +70,10 @@ class SVDCacheRow(Config):
 
     def _grams(self, model, positive, negative, latent, steps, cfg, seed, label):
         from fastdit.adapters import diffusion_model_of
-        from fastdit.caching.svd import conditioning_hash, record_grams
-        interval = self.options.get("interval", 7)
-        warmup = self.options.get("warmup_steps", 3)
+        from fastdit.caching.svd import SVDCacheConfig, conditioning_hash, record_grams
+        from fastdit.caching.schedule import resolve_schedule
+        interval, warmup = resolve_schedule(SVDCacheConfig(**dict(self.options, subspace="none")),
+                                            steps)  # the full steps of the row's own schedule at these steps
         key = (id(diffusion_model_of(model)), conditioning_hash(positive, negative), tuple(latent["samples"].shape),
                steps, cfg, seed, interval, warmup)
         if key not in _GRAMS:

@@ -1,7 +1,9 @@
 """Immutable settings of a feature cache, validated with messages that name what is allowed."""
 from dataclasses import dataclass
+from typing import Optional
 
 from . import forecasters
+from .schedule import check_speed, describe_schedule
 
 GRANULARITIES = ("module", "block")
 CACHE_DEVICES = ("compute", "cpu")
@@ -17,7 +19,10 @@ class TaylorCacheConfig:
     warmup_steps: first_enhance, full steps at the start
     start_percent / end_percent: the part of the schedule where forecasting may act
     granularity: "module" (the paper's per-module slots) or "block" (block output deltas)
-    cache_device: "compute" (the model's device) or "cpu" (offload the cached features)"""
+    cache_device: "compute" (the model's device) or "cpu" (offload the cached features)
+    speed: "custom" (interval and warmup_steps as given) or a preset of schedule.SPEED_PRESETS that
+           derives both from the run's step count (schedule.resolve_schedule); with a preset,
+           warmup_steps only sets where finite differences may start (from step warmup_steps - 2)"""
     interval: int = 7
     order: int = 2
     sigma: float = 0.5
@@ -28,8 +33,10 @@ class TaylorCacheConfig:
     granularity: str = "module"
     cache_device: str = "compute"
     technique: str = "HiCache"
+    speed: str = "custom"
 
     def __post_init__(self):
+        check_speed(self.speed)
         if self.mode not in forecasters.MODES:
             raise ValueError(f"mode must be one of {', '.join(forecasters.MODES)}, not {self.mode!r}")
         if self.granularity not in GRANULARITIES:
@@ -52,9 +59,10 @@ class TaylorCacheConfig:
     def max_order(self):
         return 0 if self.mode == "reuse" else int(self.order)
 
-    def describe(self):
+    def describe(self, interval: Optional[int] = None, warmup_steps: Optional[int] = None) -> str:
+        """Settings for the log line; pass the run's resolved interval and warm-up (resolve_schedule)."""
         extra = f", σ={self.sigma:g}" if self.mode in ("hicache", "hi-taylor") else ""
-        return f"{self.mode}, N={self.interval}, O={self.max_order}{extra}, {self.granularity}"
+        return f"{self.mode}, {describe_schedule(self, interval, warmup_steps)}, O={self.max_order}{extra}, {self.granularity}"
 
     def make_forecaster(self):
         return TaylorForecaster(self)

@@ -4,9 +4,13 @@ Everything here is derived from the sampler's sigma schedule (`transformer_optio
 and the sigma of the current model evaluation, never from call counts: a Heun or DPM-2 step
 evaluates the model two or three times, and cond and uncond may arrive batched or in separate
 calls, but each evaluation maps to one position on the schedule.
+
+`resolve_schedule(config, n_steps)` decides a run's interval and warm-up: the config's own values,
+or those of a speed preset derived from the run's step count (`preset_schedule`).
 """
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 FULL = "full"
 FORECAST = "forecast"
@@ -101,6 +105,66 @@ class StepPlan:
         return len(self.modes) / max(self.full_steps, 1)
 
 
-def resolve_schedule(config, n_steps):
-    """(interval, warm-up steps) of a cache config for a run of `n_steps` solver steps."""
-    return int(config.interval), int(config.warmup_steps)
+# Speed presets: "auto" scales the paper's FLUX.1-dev setting (N=7, 3 warm-up steps at 50 steps) to
+# the run's step count; "2x".."4x" aim at that many times fewer full steps; "custom" uses the
+# config's own interval and warmup_steps.
+SPEED_PRESETS = ("auto", "2x", "3x", "4x", "custom")
+PAPER_STEPS, PAPER_INTERVAL, PAPER_WARMUP = 50, 7, 3
+MIN_WARMUP = 2  # the forecast needs two full steps before its first slope
+
+
+def check_speed(speed: str) -> str:
+    if speed not in SPEED_PRESETS:
+        raise ValueError(f"speed must be one of {', '.join(SPEED_PRESETS)}, not {speed!r}")
+    return speed
+
+
+def _round(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def plan_speedup(n_steps: int, interval: int, warmup_steps: int) -> float:
+    """Steps / full steps of the plan over `n_steps` steps (no caching window)."""
+    full = taylorseer_plan([True] * n_steps, interval, warmup_steps).count(FULL)
+    return n_steps / max(full, 1)
+
+
+def preset_schedule(speed: str, n_steps: int) -> tuple:
+    """(interval, warm-up steps) of a speed preset for a run of `n_steps` solver steps.
+
+    Warm-up and the longest forecast span keep the fraction of the schedule the paper's setting
+    covers at 50 steps (3 and 7 steps of 50), so "auto" is N=7 with 3 warm-up steps at 50 steps,
+    N=4 / warm-up 2 at 30 and N=1 (all full) at 10 steps or fewer. "Nx" picks the interval whose
+    plan is nearest N times fewer full steps (the smaller interval on a tie), never beyond auto's."""
+    check_speed(speed)
+    if speed == "custom":
+        raise ValueError("the custom preset has no derived schedule: it uses the interval and warmup_steps inputs")
+    n = max(int(n_steps), 1)
+    warmup = min(n, max(MIN_WARMUP, _round(PAPER_WARMUP * n / PAPER_STEPS)))
+    longest = max(1, _round(PAPER_INTERVAL * n / PAPER_STEPS))
+    if speed == "auto":
+        return longest, warmup
+    target = float(speed[:-1])
+    interval = min(range(1, longest + 1), key=lambda i: (abs(plan_speedup(n, i, warmup) - target), i))
+    return interval, warmup
+
+
+def resolve_schedule(config, n_steps: int) -> tuple:
+    """(interval, warm-up steps) of a cache config for a run of `n_steps` solver steps: the
+    config's own values with speed "custom" (or no speed field), else the preset's."""
+    speed = getattr(config, "speed", "custom")
+    if speed == "custom":
+        return int(config.interval), int(config.warmup_steps)
+    return preset_schedule(speed, n_steps)
+
+
+def describe_schedule(config, interval: Optional[int] = None, warmup_steps: Optional[int] = None) -> str:
+    """'N=7, warm-up 3', prefixed by the speed preset when there is one ('speed auto' alone when the
+    run's resolved values are not given)."""
+    speed = getattr(config, "speed", "custom")
+    if speed != "custom" and interval is None:
+        return f"speed {speed}"
+    interval = config.interval if interval is None else interval
+    warmup_steps = config.warmup_steps if warmup_steps is None else warmup_steps
+    text = f"N={interval}, warm-up {warmup_steps}"
+    return text if speed == "custom" else f"speed {speed}: {text}"

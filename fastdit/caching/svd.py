@@ -40,7 +40,7 @@ import torch
 
 from ..adapters import for_model
 from .interface import Shared, SlotKey
-from .schedule import FULL
+from .schedule import FULL, check_speed, describe_schedule
 
 EMA_MODES = ("trend", "level", "holt")
 SUBSPACES = ("basis", "none", "full")   # the calibrated basis; ablations: no decomposition / the whole space
@@ -367,7 +367,9 @@ class SVDCacheConfig:
 
     basis: an SVDBasis (Shared: every clone of the patched model refers to the same one)
     subspace: "basis" (the paper), or the ablations "none" (no decomposition: reuse the whole feature)
-              and "full" (the EMA rule on the whole feature, V = identity)"""
+              and "full" (the EMA rule on the whole feature, V = identity)
+    speed: "custom" (interval and warmup_steps as given) or a preset that derives both from the run's
+           step count (schedule.resolve_schedule; warmup_steps then only sets where slopes may start)"""
     basis: Optional[SVDBasis] = None
     interval: int = 7
     beta: float = 0.3
@@ -379,8 +381,10 @@ class SVDCacheConfig:
     subspace: str = "basis"
     granularity: str = "module"
     technique: str = "SVD-Cache"
+    speed: str = "custom"
 
     def __post_init__(self):
+        check_speed(self.speed)
         if self.ema_mode not in EMA_MODES:
             raise ValueError(f"ema_mode must be one of {', '.join(EMA_MODES)}, not {self.ema_mode!r}")
         if self.subspace not in SUBSPACES:
@@ -402,10 +406,11 @@ class SVDCacheConfig:
             raise ValueError(f"SVD-Cache needs a basis: connect '{CALIBRATION_NODE}' to the basis input or "
                              "pick a saved basis file")
 
-    def describe(self):
+    def describe(self, interval: Optional[int] = None, warmup_steps: Optional[int] = None) -> str:
+        """Settings for the log line; pass the run's resolved interval and warm-up (resolve_schedule)."""
         sub = {"basis": f"k mean {self.basis.mean_rank:.0f}" if self.basis is not None else "",
                "none": "no decomposition", "full": "whole space"}[self.subspace]
-        return f"{self.ema_mode}, N={self.interval}, β={self.beta:g}, {sub}"
+        return f"{self.ema_mode}, {describe_schedule(self, interval, warmup_steps)}, β={self.beta:g}, {sub}"
 
     def make_forecaster(self):
         return SVDForecaster(self)
