@@ -58,7 +58,8 @@ def test_node_is_registered_with_the_papers_defaults(pack_nodes):
     assert schema.display_name == "HiCache (Hermite feature forecast)" and schema.category == "FastDiT/caching"
     defaults = {i.id: i.default for i in schema.inputs if hasattr(i, "default")}
     assert defaults == {"interval": 7, "order": 2, "sigma": 0.5, "warmup_steps": 3, "mode": "hicache",
-                        "start_percent": 0.0, "end_percent": 1.0, "granularity": "module", "cache_device": "compute"}
+                        "start_percent": 0.0, "end_percent": 1.0, "granularity": "module", "cache_device": "compute",
+                        "speed": "auto"}
     assert all(i.tooltip for i in schema.inputs if i.id != "model")
 
 

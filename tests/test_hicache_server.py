@@ -28,9 +28,9 @@ def test_hicache_workflow_runs_over_http(comfy_server):
     assert metrics["psnr"] != "inf" and 10 < float(metrics["psnr"]) < 80  # forecast: close, not identical
     img = Image.open(io.BytesIO(comfy_server.view(entry["outputs"]["8"]["images"][0])))
     assert img.size == (64, 64)
-    # one log line per run: 28 steps, warm-up 3, N=7 -> full at 0, 1, 2, 9, 16, 23
-    lines = re.findall(r"HiCache \(hicache, N=7.*", comfy_server.log())
-    assert lines and "28 model evaluations = 6 full + 22 forecast; cost ratio 4.67x" in lines[-1]
+    # one log line per run: speed auto at 28 steps is N=4, warm-up 2 -> full at 0, 1, 5, 9, 13, 17, 21, 25
+    lines = re.findall(r"HiCache \(hicache, speed auto.*", comfy_server.log())
+    assert lines and "28 model evaluations = 8 full + 20 forecast; cost ratio 3.50x" in lines[-1]
 
 
 def test_bad_option_is_reported_by_the_node(comfy_server):

@@ -158,3 +158,13 @@ def test_node_schema_puts_an_optional_speed_last(pack_nodes):
         assert "custom" in speed.tooltip and "steps" in speed.tooltip
         tips = {i.id: i.tooltip for i in schema.inputs}
         assert "only with speed = custom" in tips["interval"] and "only with speed = custom" in tips["warmup_steps"]
+
+
+def test_calibration_node_records_the_full_steps_of_the_preset(pack_nodes):
+    pos, neg = tm.conditioning("flux", 0), tm.conditioning("flux", 1)
+    latent = {"samples": torch.zeros(tm.latent_shape("flux", 16, 16))}
+    node = pack_nodes["FastDiTSVDCacheCalibrate"]
+    basis = node.execute(tm.make_model("flux"), pos, neg, latent, 12, 2.0, 0, 9, 0.85, speed="auto").result[0]
+    assert basis.meta["interval"] == 2 and basis.meta["full_steps"] == [0, 1, 3, 5, 7, 9, 11]
+    basis = node.execute(tm.make_model("flux"), pos, neg, latent, 12, 2.0, 0, 9, 0.85, warmup_steps=1).result[0]
+    assert basis.meta["interval"] == 9 and basis.meta["full_steps"] == [0, 9]   # custom: the widgets
