@@ -5,11 +5,13 @@ from .compare import FastDiTCompare
 from .demo import FastDiTDemoLoader, FastDiTDemoScene, FastDiTDemoTextEncode
 from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .hicache import FastDiTHiCache
+from .specedit import FastDiTSpecEditDraft, FastDiTSpecEditVerify
 from .svdcache import FastDiTSVDCache, FastDiTSVDCacheCalibrate
 from .testing import FastDiTTestModel
 
 NODES = [FastDiTCompare, FastDiTTestModel, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene,
-         FastDiTHiCache, FastDiTSVDCacheCalibrate, FastDiTSVDCache, FastDiTFrescoKSampler, FastDiTFrescoSampler]
+         FastDiTHiCache, FastDiTSVDCacheCalibrate, FastDiTSVDCache, FastDiTFrescoKSampler, FastDiTFrescoSampler,
+         FastDiTSpecEditDraft, FastDiTSpecEditVerify]
 
 
 class FastDiTExtension(ComfyExtension):

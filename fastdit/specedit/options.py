@@ -1,0 +1,50 @@
+"""SpecEdit's options: what the draft and the verify pass are told."""
+from dataclasses import dataclass
+
+MEASURES = ("latent", "vae")
+FACTORS = (2, 4)
+FAMILIES = {"flux": "FLUX.1 Kontext", "qwen_image": "Qwen-Image-Edit"}
+SUPPORTED = "FLUX.1 Kontext and Qwen-Image-Edit (a FLUX.1 or Qwen-Image model with a reference image)"
+
+
+@dataclass(frozen=True)
+class DraftOptions:
+    draft_fraction: float = 0.4    # share of the steps run as the low-resolution draft
+    factor: int = 2                # coarse downsampling per axis of the draft and of locked cells
+    measure: str = "latent"        # discrepancy.MEASURES
+
+    def validated(self) -> "DraftOptions":
+        if self.measure not in MEASURES:
+            raise ValueError(f"SpecEdit discrepancy must be one of {', '.join(MEASURES)}, not {self.measure!r}")
+        if int(self.factor) not in FACTORS:
+            raise ValueError(f"SpecEdit coarse factor must be one of {', '.join(map(str, FACTORS))}, not {self.factor!r}")
+        if not 0.0 < self.draft_fraction < 1.0:
+            raise ValueError(f"SpecEdit draft fraction must be between 0 and 1 (exclusive), not {self.draft_fraction}")
+        return DraftOptions(float(self.draft_fraction), int(self.factor), self.measure)
+
+    def draft_steps(self, steps: int) -> int:
+        """Draft steps of a run of `steps` (at least one draft and one verify step)."""
+        if steps < 2:
+            raise ValueError(f"SpecEdit needs at least 2 steps (one draft, one verify), not {steps}")
+        return min(steps - 1, max(1, round(self.draft_fraction * steps)))
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    threshold: float = 0.1         # a cell is edited where its discrepancy is at least this
+    budget: float = 0.0            # > 0: refine this share of the cells (highest discrepancy) instead
+    coverage_stride: int = 4       # every stride-th cell per axis is refined too (0: no coverage set)
+    dilation: int = 1              # margin of edited cells, in cells (8-neighbourhood)
+    blend: float = 0.8             # refined cells touching a locked one: blend * source + (1 - blend) * edit
+    global_share: float = 0.7      # more edited cells than this: a global edit, run at full resolution
+
+    def validated(self) -> "VerifyOptions":
+        for name, lo, hi in (("threshold", 0.0, 1e9), ("budget", 0.0, 1.0), ("blend", 0.0, 1.0),
+                             ("global_share", 0.0, 1.0)):
+            v = float(getattr(self, name))
+            if not lo <= v <= hi:
+                raise ValueError(f"SpecEdit {name} must be between {lo:g} and {hi:g}, not {v}")
+        for name in ("coverage_stride", "dilation"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"SpecEdit {name} must be >= 0, not {getattr(self, name)}")
+        return self

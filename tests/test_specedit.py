@@ -1,0 +1,197 @@
+"""SpecEdit draft -> verify on the tiny FLUX Kontext and Qwen-Image-Edit models and on demo-kontext:
+locking (every locked pixel is the source), the boundary ring, selection, the global fallback and
+the errors users see."""
+import inspect
+import logging
+
+import pytest
+import torch
+
+from fastdit.adapters import UnsupportedInputError, UnsupportedModelError
+from fastdit.dynres.layout import CellGrid, as5d
+from fastdit.specedit import discrepancy
+from fastdit.specedit.options import DraftOptions, VerifyOptions
+from fastdit.specedit.sampler import image_to_cells, run_draft, run_verify
+from fastdit.testing import tiny_models
+
+EDIT_FAMILIES = ["flux_kontext", "qwen_image_edit"]
+
+
+def _inputs(family, size=24, seed=0):
+    return tiny_models.graph_inputs(family, seed, size, size)
+
+
+def _painted(size_px, rows, cols):
+    """A MASK [1, size, size] painting image pixels rows x cols."""
+    m = torch.zeros(1, size_px, size_px)
+    m[:, rows[0]:rows[1], cols[0]:cols[1]] = 1.0
+    return m
+
+
+def test_nodes_are_registered(pack_nodes):
+    for node_id, display in (("FastDiTSpecEditDraft", "SpecEdit draft (low-res edit preview)"),
+                             ("FastDiTSpecEditVerify", "SpecEdit verify (refine edited tokens)")):
+        schema = pack_nodes[node_id].define_schema()
+        assert schema.display_name == display and schema.category == "FastDiT/dynamic-resolution"
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family):
+    """24x24 latent, factor 2: 6x6 cells of 4x4 latent pixels. A painted mask selects cells
+    (1..2, 1..2); dilation 1 unlocks the 4x4 block (0..3, 0..3). Latent level, as the verify node
+    returns it: every pixel of a locked cell equals the source latent, bit for bit; the 7 ring
+    cells (row or column 3) are 0.8 source + 0.2 edit; the 9 others are generated."""
+    model, pos, neg, latent, vae = _inputs(family)
+    draft, preview, disc = pack_nodes["FastDiTSpecEditDraft"].execute(
+        model, pos, neg, latent, vae, 3, 8, 2.0, "simple", 0.5, "2", "latent").args
+    assert preview.shape == (1, 48, 48, 3) and disc.shape == (1, 48, 48)
+    mask = _painted(48, (8, 24), (8, 24))
+    out, refined = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.8, mask).args
+    x, src = as5d(out["samples"]), as5d(pos[0][1]["reference_latents"][0])
+    assert x.shape == src.shape
+    cells = refined[0, ::8, ::8]                                          # 8 image px per cell
+    expect = torch.zeros(6, 6)
+    expect[:4, :4] = 1
+    assert torch.equal(cells, expect)
+    px = torch.zeros(24, 24, dtype=torch.bool)
+    px[:16, :16] = True
+    inner = torch.zeros(24, 24, dtype=torch.bool)
+    inner[:12, :12] = True                   # cells (0..2, 0..2): no locked neighbour (the image edge is none)
+    ring = px & ~inner
+    diff = (x - src).abs()[0, :, 0]
+    assert float(diff[:, ~px].max()) == 0.0                              # locked: exactly the source
+    assert float(diff[:, inner].mean()) > 0.05                           # refined: generated
+    # the ring is the blend of source and edit: rerun verify without blending to get the edit there
+    out0, _ = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.0, mask).args
+    x0 = as5d(out0["samples"])
+    assert torch.allclose(x[..., ring], (0.8 * src + 0.2 * x0)[..., ring], atol=1e-5)
+    assert torch.equal(x[..., inner], x0[..., inner])                   # verify does not change the draft
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_global_edit_falls_back_to_full_resolution(family, caplog):
+    model, pos, neg, latent, vae = _inputs(family, 16)
+    draft, _, _ = run_draft(model, pos, neg, latent, vae, 0, 6, 1.0, DraftOptions(measure="latent"))
+    with caplog.at_level(logging.INFO, logger="FastDiT"):
+        out, refined, summary = run_verify(model, draft, VerifyOptions(threshold=0.0))
+    assert summary["global"] and summary["refined_share"] == 1.0 and float(refined.min()) == 1.0
+    assert any("global edit" in r.getMessage() and "full resolution" in r.getMessage() for r in caplog.records)
+
+
+def test_selection_threshold_budget_coverage_dilation():
+    score = torch.zeros(1, 1, 8, 8)
+    score[0, 0, 3, 3] = 0.9
+    score[0, 0, 5, 6] = 0.2
+    e, a, g = discrepancy.unlock(score, VerifyOptions(threshold=0.5, coverage_stride=0, dilation=1))
+    assert not g and int(e.sum()) == 1 and int(a.sum()) == 9 and bool(a[0, 0, 2:5, 2:5].all())
+    e, a, _ = discrepancy.unlock(score, VerifyOptions(threshold=0.1, coverage_stride=0, dilation=0))
+    assert int(e.sum()) == 2 and torch.equal(a, e)
+    e, _, _ = discrepancy.unlock(score, VerifyOptions(threshold=5.0, budget=2 / 64, coverage_stride=0, dilation=0))
+    assert int(e.sum()) == 2
+    _, a, _ = discrepancy.unlock(torch.zeros(1, 1, 8, 8), VerifyOptions(threshold=0.5, coverage_stride=4, dilation=0))
+    assert a[0, 0].nonzero().tolist() == [[2, 2], [2, 6], [6, 2], [6, 6]]
+    _, a, g = discrepancy.unlock(torch.ones(1, 1, 8, 8), VerifyOptions(threshold=0.5))
+    assert g and bool(a.all())
+    ring = discrepancy.boundary_ring(discrepancy.dilate(score > 0.5, 1))
+    assert int(ring.sum()) == 8 and not bool(ring[0, 0, 3, 3])
+
+
+def test_batch_samples_share_one_token_count():
+    score = torch.zeros(2, 1, 6, 6)
+    score[0, 0, 0, 0] = 1.0
+    score[1, 0, 2:4, 2:4] = 1.0
+    score[1, 0, 5, 5] = 0.4
+    _, a, _ = discrepancy.unlock(score, VerifyOptions(threshold=0.5, coverage_stride=0, dilation=0))
+    assert a.flatten(1).sum(1).tolist() == [4, 4]
+
+
+def test_mask_override_maps_to_cells_and_checks_its_shape():
+    grid = CellGrid.of((1, 16, 24, 24), 2)
+    cells = image_to_cells(_painted(96, (0, 40), (0, 40)), grid, batch=1)   # any size of the aspect ratio
+    assert cells.shape == (1, 1, 6, 6) and cells[0, 0, :3, :3].sum() == 9 and cells.sum() == 9
+    with pytest.raises(UnsupportedInputError, match="aspect ratio"):
+        image_to_cells(torch.zeros(1, 48, 96), grid, batch=1)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+def test_conditioning_without_reference_is_refused():
+    model, pos, neg, latent, vae = tiny_models.graph_inputs("flux", 0, 16, 16)
+    with pytest.raises(UnsupportedInputError, match="reference latent in the positive conditioning.*ReferenceLatent"):
+        run_draft(model, pos, neg, latent, vae, 0, 6, 1.0, DraftOptions())
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_latent_of_another_size_than_the_reference_is_refused(family):
+    model, pos, neg, _, vae = _inputs(family, 16)
+    latent = {"samples": torch.zeros(tiny_models.latent_shape(family, 16, 24))}
+    with pytest.raises(UnsupportedInputError, match="latent must have the reference's size: the latent is 24x16"):
+        run_draft(model, pos, neg, latent, vae, 0, 6, 1.0, DraftOptions())
+
+
+def test_draft_from_another_model_is_refused():
+    model, pos, neg, latent, vae = _inputs("flux_kontext", 16)
+    draft, _, _ = run_draft(model, pos, neg, latent, vae, 0, 6, 1.0, DraftOptions())
+    other = tiny_models.make_model("flux_kontext", seed=1)
+    with pytest.raises(UnsupportedInputError, match="another model than its draft"):
+        run_verify(other, draft, VerifyOptions())
+    with pytest.raises(UnsupportedInputError, match="needs the draft output"):
+        run_verify(model, {"samples": latent["samples"]}, VerifyOptions())
+    run_verify(model.clone(), draft, VerifyOptions())                    # a patched clone is the same model
+
+
+def test_other_model_families_are_refused_naming_the_supported_ones():
+    model, pos, neg, latent, vae = tiny_models.graph_inputs("wan", 0, 16, 16)
+    with pytest.raises(UnsupportedModelError, match="FLUX.1 Kontext and Qwen-Image-Edit"):
+        run_draft(model, pos, neg, latent, vae, 0, 6, 1.0, DraftOptions())
+
+
+def test_bad_options_name_what_is_supported():
+    with pytest.raises(ValueError, match="latent, vae"):
+        DraftOptions(measure="lpips").validated()
+    with pytest.raises(ValueError, match="2, 4"):
+        DraftOptions(factor=3).validated()
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        DraftOptions().draft_steps(1)
+    with pytest.raises(ValueError, match="budget must be between 0 and 1"):
+        VerifyOptions(budget=1.5).validated()
+
+
+def _qwen_has_timestep_zero():
+    from comfy.ldm.qwen_image.model import QwenImageTransformerBlock
+    return "timestep_zero_index" in inspect.signature(QwenImageTransformerBlock.forward).parameters
+
+
+@pytest.mark.skipif(not _qwen_has_timestep_zero(), reason="this ComfyUI's Qwen-Image has no index_timestep_zero")
+def test_qwen_index_timestep_zero_reference_method_runs_the_pair():
+    model, pos, neg, latent, vae = _inputs("qwen_image_edit", 24)
+    for cond in (pos, neg):
+        cond[0][1]["reference_latents_method"] = "index_timestep_zero"
+    draft, _, _ = run_draft(model, pos, neg, latent, vae, 0, 6, 2.0, DraftOptions())
+    out, _, summary = run_verify(model, draft, VerifyOptions(), mask=_painted(48, (8, 24), (8, 24)))
+    src = as5d(pos[0][1]["reference_latents"][0])
+    x = as5d(out["samples"])
+    assert torch.isfinite(x).all() and not summary["global"]
+    assert float((x - src).abs()[..., 16:, 16:].max()) == 0.0
+
+
+# -- demo-kontext: a real edit ------------------------------------------------------------------
+def test_demo_kontext_edit_refines_the_object_and_keeps_the_rest():
+    """One recolour on demo-kontext (32x32 latent, 10 steps, CFG 3): the draft's own discrepancy
+    ("vae": decoded pixels for the demo's linear VAE) refines every cell the edit touches, the edit
+    is right, and the decoded image equals the source exactly outside the refined cells."""
+    import torch.nn.functional as F
+
+    from demo import bench_models, world
+    bm = bench_models.load("demo-kontext")
+    job = next(j for j in bm.jobs(4, [0], 32, 32) if "make the" in j.label)
+    draft, _, disc = run_draft(bm.model, job.positive, job.negative, {"samples": job.latent}, bm.vae, job.seed, 10,
+                               3.0, DraftOptions())
+    out, refined, summary = run_verify(bm.model, draft, VerifyOptions())
+    img = bm.decode(out["samples"]).float()
+    touched = F.adaptive_max_pool2d(1 - job.unedited_mask.float()[:, None], (8, 8))[:, 0] > 0
+    assert bool(refined[:, ::8, ::8][touched].min() == 1.0)
+    assert summary["refined_share"] < 0.6 and not summary["global"]
+    assert job.score(img)["scene_accuracy"] == 1.0
+    locked = refined[0] == 0
+    assert float((img[0] - job.source[0]).abs()[locked].max()) < 1e-5
+    assert world is not None
