@@ -6,6 +6,7 @@
 Runs on the ComfyUI that $COMFYUI_ROOT names (default: the vendored one), on CPU, in a scratch
 ComfyUI base directory."""
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,7 @@ README = os.path.join(ROOT, "README.md")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 when README.md is stale")
+    parser.add_argument("--verbose", action="store_true", help="keep ComfyUI's log (a traceback per refused graph)")
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     from fastdit.testing import comfy_env
@@ -26,6 +28,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from fastdit.testing import stacking
 
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.CRITICAL)
     start = time.time()
     outcomes = stacking.run_matrix()
     import comfyui_version
@@ -34,11 +38,13 @@ def main(argv=None) -> int:
         print("  " + outcome.line())
     with open(README) as f:
         text = f.read()
-    new = stacking.replace_section(text, stacking.readme_section(outcomes))
+    section = stacking.readme_section(outcomes)
+    new = stacking.replace_section(text, section)
     broken = [o for o in outcomes.values() if o.verdict == "broken"]
     if args.check:
-        if new != text:
-            print("README.md's compatibility table is stale: run scripts/compat_table.py")
+        difference = stacking.section_difference(stacking.current_section(text), section)
+        if difference:
+            print(f"README.md's compatibility table is stale ({difference}): run scripts/compat_table.py")
             return 1
     elif new != text:
         with open(README, "w") as f:

@@ -63,8 +63,8 @@ FLOOR_DB = 6.0
 
 # the sampling every graph shares
 STEPS, CFG, SEED, SIZE = 16, 2.0, 3, 16
-HICACHE = dict(interval=4, warmup_steps=2)
-SVDCACHE = dict(interval=4, warmup_steps=2)
+HICACHE = dict(interval=4, warmup_steps=2, speed="custom")
+SVDCACHE = dict(interval=4, warmup_steps=2, speed="custom")
 FRESCO = dict(preset="balanced")
 WINDOWS = dict(context_length=8, context_overlap=4, context_schedule="standard_static", fuse_method="pyramid", dim=2)
 
@@ -96,7 +96,8 @@ def tiny_controlnet_state_dict(seed: int = 7, residual_scale: float = 0.2) -> Di
     with torch.no_grad():
         for block in list(net.controlnet_blocks) + list(net.controlnet_single_blocks):
             block.weight.mul_(residual_scale)
-    return {k: v.contiguous() for k, v in net.state_dict().items()}
+    # XLabs files name the q/k norms' weights ".scale" (newer ComfyUI renames them to ".weight" on load)
+    return {re.sub(r"_norm\.weight$", "_norm.scale", k): v.contiguous() for k, v in net.state_dict().items()}
 
 
 def hint_image(size: int = 64):
@@ -208,7 +209,7 @@ def _branch(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str], fre
         elif part == "SVD-Cache":
             basis = g.add("FastDiTSVDCacheCalibrate", model=_content_model(g, src, stack, files), positive=positive,
                           negative=negative, latent=(src, 3), steps=STEPS, cfg=CFG, seed=SEED,
-                          interval=SVDCACHE["interval"], tau=0.85, warmup_steps=SVDCACHE["warmup_steps"])
+                          tau=0.85, **SVDCACHE)
             model = (g.add("FastDiTSVDCache", model=model, basis=(basis, 0), **SVDCACHE), 0)
     common = dict(positive=positive, negative=negative, seed=SEED, steps=STEPS, cfg=CFG, scheduler="simple")
     if stack and stack[-1] == "Fresco" and fresco_entry == "ksampler":
@@ -482,6 +483,22 @@ def current_section(text: str) -> str:
     if text.count(BEGIN) != 1 or text.count(END) != 1:
         raise ValueError(f"expected one {BEGIN} ... {END} pair in the README")
     return text.split(BEGIN)[1].split(END)[0]
+
+
+PSNR_TOLERANCE_DB = 2.0
+_PSNR = re.compile(r"PSNR (-?\d+|inf) dB")
+
+
+def section_difference(written: str, measured: str) -> Optional[str]:
+    """None when a README section says what `measured` says: the same text, verdicts and reasons,
+    and each PSNR within PSNR_TOLERANCE_DB (ComfyUI versions differ in the last digits); else what
+    differs."""
+    if _PSNR.sub("PSNR x dB", written) != _PSNR.sub("PSNR x dB", measured):
+        return "the verdicts, reasons or text differ"
+    for a, b in zip(_PSNR.findall(written), _PSNR.findall(measured)):
+        if abs(float(a) - float(b)) > PSNR_TOLERANCE_DB:
+            return f"a PSNR moved from {a} to {b} dB"
+    return None
 
 
 def run_matrix(matrix: Optional[StackingMatrix] = None) -> Dict[Tuple[str, ...], Outcome]:
