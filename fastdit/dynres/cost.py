@@ -20,10 +20,18 @@ def run_costs(layouts, width):
     return cost, full
 
 
+def _tokens(layout):
+    """Image tokens per sample of a layout: one count, or the range of a ragged batch."""
+    if layout.all_fine:
+        return f"{layout.image_tokens}"
+    counts = layout.token_counts
+    return f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}..{max(counts)}"
+
+
 def cost_line(run):
     plan = run.plan
     costs, full = run_costs(run.layouts, run.adapter.hidden_size)
-    tokens = [f"{layout.image_tokens}" for layout in run.layouts]
+    tokens = [_tokens(layout) for layout in run.layouts]
     steps = plan.steps
     ratio = full / costs if costs else 1.0
     return (f"Fresco: {steps} steps = {plan.coarse} coarse + {plan.progressive} progressive + {plan.full} full "

@@ -10,8 +10,8 @@ keeps the cells with the *lowest* rank first:
   edge      RALU-style: strongest gradients of the estimate first (ablation).
   random    a seeded draw (ablation).
 After the budget is met, coarse cells whose 4 neighbours are all up are filled in (no isolated
-coarse holes, as SpotEdit prunes isolated points), then every sample of the batch is topped up to
-the same count so the batch shares one sequence length.
+coarse holes, as SpotEdit prunes isolated points). Each sample's cells depend on that sample
+alone: samples may end with different counts (the token set runs them as separate groups).
 """
 import torch
 import torch.nn.functional as F
@@ -75,10 +75,8 @@ def fill_isolated(up):
 
 
 def select(up, score, target):
-    """New cell masks: at least `target` cells up per sample (lowest score first), isolated coarse
-    cells filled, and every sample at the same count."""
+    """New cell masks: at least `target` cells up per sample (lowest score first), then isolated
+    coarse cells filled; per sample, independent of the batch."""
     current = up.flatten(1).sum(1)
     up = _take_lowest(up, score, (target - current).clamp(min=0))
-    up = fill_isolated(up)
-    counts = up.flatten(1).sum(1)
-    return _take_lowest(up, score, counts.max() - counts)
+    return fill_isolated(up)
