@@ -17,6 +17,7 @@ import comfy.sample
 from fastdit.caching import HICACHE_KEY, apply_hicache
 from fastdit.testing import tiny_models as tm
 from fastdit.testing.comfy_env import GraphError, execute
+from fastdit.testing.stacking import tiny_lora_state_dict
 
 VIDEO = ("hunyuan_video", "wan")
 EDIT = ("flux_kontext", "qwen_image_edit")
@@ -215,20 +216,10 @@ def test_multi_evaluation_samplers_follow_the_schedule(sampler, evals, full, inf
     assert (n_evals, n_full) == (evals, full)
 
 
-def _tiny_lora(model, seed=5):
-    gen = torch.Generator().manual_seed(seed)
-    lora = {}
-    for name in ("double_blocks.0.img_attn.qkv", "double_blocks.1.txt_mlp.0", "single_blocks.0.linear1"):
-        w = model.model.diffusion_model.get_submodule(name).weight
-        lora[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=gen) * 0.3
-        lora[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=gen) * 0.3
-    return lora
-
-
 def test_stacked_on_a_lora_patched_model():
     import comfy.sd
     base_model = tm.make_model("flux")
-    lora_model, _ = comfy.sd.load_lora_for_models(base_model, None, _tiny_lora(base_model), 1.0, 0)
+    lora_model, _ = comfy.sd.load_lora_for_models(base_model, None, tiny_lora_state_dict(base_model), 1.0, 0)
     with_lora = _sample(lora_model, "flux")
     assert _rel_err(with_lora, _sample(base_model, "flux")) > 0.05  # the LoRA changes the image
     assert torch.equal(_sample(apply_hicache(lora_model, interval=1), "flux"), with_lora)  # module math sees LoRA
