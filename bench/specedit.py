@@ -9,7 +9,8 @@ wall-clock ratio, PSNR of the decoded image against the baseline edit over the w
 the refined region (the latent pixels the first SpecEdit row refined, per edit; the same region for
 every row), scene / shape accuracy of the edited scene, PSNR of the pixels the edit must leave
 alone against the source, and the share of cells refined. With `--matched` (default) plain Euler
-runs at the step count whose cost matches each SpecEdit row's.
+runs at the step count whose cost matches each SpecEdit row's on the first edit. The table so far
+is rewritten after every edit (OUT/table.md, OUT/results.json).
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ def _pixels_mask(latent_mask, image_hw):
     return F.interpolate(latent_mask.float()[:, None], size=image_hw, mode="nearest")[:, 0]
 
 
-def run(edits=16, size=32, steps=30, cfg=3.0, specs=("specedit",), matched=True, log=print, seed=0):
+def run(edits=16, size=32, steps=30, cfg=3.0, specs=("specedit",), matched=True, log=print, seed=0, out=None):
     import torch
 
     from bench import configs as registry
@@ -51,37 +52,43 @@ def run(edits=16, size=32, steps=30, cfg=3.0, specs=("specedit",), matched=True,
         rows[n]["config"].sample(rows[n]["model"], torch.zeros_like(jobs[0].latent), jobs[0].positive,
                                  jobs[0].negative, jobs[0].latent, 2, cfg, 0)
 
-    def run_rows(selected):
-        for j, job in enumerate(jobs):
-            import comfy.sample
-            noise = comfy.sample.prepare_noise(job.latent, job.seed)
-            order = [selected[(k + j) % len(selected)] for k in range(len(selected))]
-            for n in order:
-                r = rows[n]
-                counter.reset()
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    lat = r["config"].sample(r["model"], noise, job.positive, job.negative, job.latent, steps, cfg,
-                                             job.seed)
-                r["seconds"].append(time.perf_counter() - t0)
-                r["flops"].append(counter.flops)
-                r["images"].append(bm.decode(lat)[:1].float().cpu())
-                r["refined"].append(getattr(r["config"], "last_refined", None))
-            log(f"  edit {j + 1}/{len(jobs)}: " + ", ".join(f"{n} {rows[n]['seconds'][-1]:.1f}s" for n in selected))
+    def run_one(j, job, selected):
+        import comfy.sample
+        noise = comfy.sample.prepare_noise(job.latent, job.seed)
+        for n in [selected[(k + j) % len(selected)] for k in range(len(selected))]:
+            r = rows[n]
+            counter.reset()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                lat = r["config"].sample(r["model"], noise, job.positive, job.negative, job.latent, steps, cfg, job.seed)
+            r["seconds"].append(time.perf_counter() - t0)
+            r["flops"].append(counter.flops)
+            r["images"].append(bm.decode(lat)[:1].float().cpu())
+            r["refined"].append(getattr(r["config"], "last_refined", None))
 
-    run_rows(names)
-    if matched:
-        base_flops = sum(rows["baseline"]["flops"])
-        extra = []
-        for n in names:
-            if n.startswith("specedit"):
-                m = f"euler:steps={matched_euler_steps(steps, base_flops / sum(rows[n]['flops']))}"
-                if m not in rows:
-                    extra.append(add(m))
-        if extra:
-            run_rows(extra)
+    for j, job in enumerate(jobs):
+        run_one(j, job, list(names))
+        if j == 0 and matched:   # matched-cost Euler: the step count whose cost matches each row's on edit 1
+            extra = []
+            for n in list(names):
+                if n.startswith("specedit"):
+                    m = f"euler:steps={matched_euler_steps(steps, rows['baseline']['flops'][0] / rows[n]['flops'][0])}"
+                    if m not in rows and m not in extra:
+                        extra.append(add(m))
+            run_one(0, job, extra)
             names += extra
+        log(f"  edit {j + 1}/{len(jobs)}: " + ", ".join(f"{n} {rows[n]['seconds'][-1]:.1f}s" for n in names))
+        if out:   # the table so far, in case the run is cut short
+            _write(out, summarize(bm, jobs[:j + 1], rows, names, first_specedit, steps, cfg, size))
     return summarize(bm, jobs, rows, names, first_specedit, steps, cfg, size)
+
+
+def _write(out, results):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(format_table(results) + "\n")
 
 
 def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
@@ -89,23 +96,24 @@ def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
 
     from fastdit import metrics
     base = rows["baseline"]
-    ref = torch.cat(base["images"])
+    ref = torch.cat(base["images"][:len(jobs)])
     hw = ref.shape[1:3]
-    region = torch.cat([_pixels_mask(m, hw) for m in rows[region_row]["refined"]]) if region_row else None
+    region = torch.cat([_pixels_mask(m, hw) for m in rows[region_row]["refined"][:len(jobs)]]) if region_row else None
     out = []
     for n in names:
         r = rows[n]
-        imgs = torch.cat(r["images"])
+        imgs = torch.cat(r["images"][:len(jobs)])
         scores = [job.score(img[None]) for job, img in zip(jobs, imgs)]
         unedited = torch.cat([metrics.psnr(img[None], job.source, mask=job.unedited_mask) for job, img in zip(jobs, imgs)])
-        row = {"config": n, "cost_ratio": sum(base["flops"]) / sum(r["flops"]),
-               "wall_ratio": sum(base["seconds"]) / sum(r["seconds"]), "seconds": sum(r["seconds"]) / len(jobs),
+        k = len(jobs)
+        row = {"config": n, "cost_ratio": sum(base["flops"][:k]) / sum(r["flops"][:k]),
+               "wall_ratio": sum(base["seconds"][:k]) / sum(r["seconds"][:k]), "seconds": sum(r["seconds"][:k]) / k,
                "psnr": metrics.pooled_psnr(metrics.psnr(imgs, ref)),
                "psnr_refined": metrics.pooled_psnr(metrics.psnr(imgs, ref, mask=region)) if region is not None else None,
                "scene_accuracy": sum(s["scene_accuracy"] for s in scores) / len(scores),
                "shape_accuracy": sum(s["shape_accuracy"] for s in scores) / len(scores),
                "unedited_psnr": metrics.pooled_psnr(unedited)}
-        refined = [m for m in r["refined"] if m is not None]
+        refined = [m for m in r["refined"][:len(jobs)] if m is not None]
         if refined:
             row["refined_share"] = float(torch.cat(refined).float().mean())
         out.append(row)
@@ -142,10 +150,8 @@ def main(argv=None):
     comfy_env.boot(load_pack=False)
     import torch
     torch.set_num_threads(args.threads)
-    results = run(args.edits, args.size, args.steps, args.cfg, args.configs, args.matched)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    results = run(args.edits, args.size, args.steps, args.cfg, args.configs, args.matched, out=args.out)
+    _write(args.out, results)
     print(f"demo-kontext, {args.size}x{args.size} latent, {args.edits} edits, baseline {args.steps} steps, cfg {args.cfg}")
     print(format_table(results))
     return 0

@@ -181,7 +181,7 @@ def test_demo_kontext_edit_refines_the_object_and_keeps_the_rest():
     is right, and the decoded image equals the source exactly outside the refined cells."""
     import torch.nn.functional as F
 
-    from demo import bench_models, world
+    from demo import bench_models
     bm = bench_models.load("demo-kontext")
     job = next(j for j in bm.jobs(4, [0], 32, 32) if "make the" in j.label)
     draft, _, disc = run_draft(bm.model, job.positive, job.negative, {"samples": job.latent}, bm.vae, job.seed, 10,
@@ -194,4 +194,3 @@ def test_demo_kontext_edit_refines_the_object_and_keeps_the_rest():
     assert job.score(img)["scene_accuracy"] == 1.0
     locked = refined[0] == 0
     assert float((img[0] - job.source[0]).abs()[locked].max()) < 1e-5
-    assert world is not None
