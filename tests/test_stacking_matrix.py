@@ -58,6 +58,14 @@ def test_content_parts_change_the_image(matrix, part):
     assert matrix.psnr((part,), reference=()) < 30.0
 
 
+@pytest.mark.parametrize("stack", [s for s in st.all_stacks() if st.CONTENT & set(s) and frozenset(s) not in REFUSED],
+                         ids=_id)
+def test_working_stacks_keep_their_content(matrix, stack):
+    """An accelerator that dropped the LoRA, the ControlNet or the windows would still be near the bare
+    model: each working stack is clearly closer to its own baseline than to the bare model's."""
+    assert matrix.psnr(stack) > matrix.psnr(stack, reference=()) + 2.0
+
+
 def test_accelerators_alone_are_close_to_the_plain_model(matrix):
     alone = {p: matrix.alone(p) for p in st.ACCELERATORS}
     assert all(v > 10.0 for v in alone.values()), alone
@@ -97,7 +105,8 @@ class _Failing:
 
 def _matrix(psnrs, runner=None):
     m = st.StackingMatrix(files={"LoRA": "l", "ControlNet": "c", "hint": "h"}, runner=runner or _NoRunner())
-    m._psnr.update({(tuple(s), "ksampler" if "Fresco" in s else None, None): v for s, v in psnrs.items()})
+    for stack, value in psnrs.items():
+        m.record(stack, value)
     return m
 
 

@@ -52,7 +52,6 @@ OTHER_PARTS = ("EasyCache", "LazyCache", "context windows", "LoRA", "ControlNet"
 COLUMNS = PACK_PARTS + OTHER_PARTS
 ACCELERATORS = frozenset(PACK_PARTS + ("EasyCache", "LazyCache"))
 CONTENT = frozenset(("LoRA", "ControlNet", "context windows"))
-MODEL_PATCHES = ("HiCache", "SVD-Cache", "EasyCache", "LazyCache", "context windows", "LoRA")
 FRESCO_ENTRIES = ("ksampler", "sampler")   # FastDiTFrescoKSampler; FastDiTFrescoSampler in SamplerCustom
 
 # what an error message calls a part
@@ -188,6 +187,19 @@ def _check_stack(stack: Sequence[str]) -> None:
         raise ValueError("Fresco is the sampler: it must be the last part of a stack")
 
 
+def _patched(g: Graph, model: tuple, part: str, files: Dict[str, str]) -> tuple:
+    """`model` after the node of a model-patching part (the same MODEL for others)."""
+    if part == "LoRA":
+        return g.add("LoraLoaderModelOnly", model=model, lora_name=files["LoRA"], strength_model=1.0), 0
+    if part == "context windows":
+        return g.add("ContextWindowsManual", model=model, **WINDOWS), 0
+    if part in ("EasyCache", "LazyCache"):
+        return g.add(part, model=model), 0
+    if part == "HiCache":
+        return g.add("FastDiTHiCache", model=model, **HICACHE), 0
+    return model
+
+
 def _branch(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str], fresco_entry: str) -> str:
     """Adds the nodes of `stack` (in order) after the tiny model `src`; returns the decoded image's node."""
     model, positive, negative = (src, 0), (src, 1), (src, 2)
@@ -198,19 +210,15 @@ def _branch(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str], fre
                       image=(hint, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
         positive, negative = (apply, 0), (apply, 1)
     for part in stack:
-        if part == "LoRA":
-            model = (g.add("LoraLoaderModelOnly", model=model, lora_name=files["LoRA"], strength_model=1.0), 0)
-        elif part == "context windows":
-            model = (g.add("ContextWindowsManual", model=model, **WINDOWS), 0)
-        elif part in ("EasyCache", "LazyCache"):
-            model = (g.add(part, model=model), 0)
-        elif part == "HiCache":
-            model = (g.add("FastDiTHiCache", model=model, **HICACHE), 0)
-        elif part == "SVD-Cache":
-            basis = g.add("FastDiTSVDCacheCalibrate", model=_content_model(g, src, stack, files), positive=positive,
-                          negative=negative, latent=(src, 3), steps=STEPS, cfg=CFG, seed=SEED,
-                          tau=0.85, **SVDCACHE)
+        if part == "SVD-Cache":   # the basis comes from the content model: LoRA and windows, no accelerator
+            content = (src, 0)
+            for p in stack:
+                content = _patched(g, content, p, files) if p in CONTENT else content
+            basis = g.add("FastDiTSVDCacheCalibrate", model=content, positive=positive, negative=negative,
+                          latent=(src, 3), steps=STEPS, cfg=CFG, seed=SEED, tau=0.85, **SVDCACHE)
             model = (g.add("FastDiTSVDCache", model=model, basis=(basis, 0), **SVDCACHE), 0)
+        else:
+            model = _patched(g, model, part, files)
     common = dict(positive=positive, negative=negative, seed=SEED, steps=STEPS, cfg=CFG, scheduler="simple")
     if stack and stack[-1] == "Fresco" and fresco_entry == "ksampler":
         out = g.add("FastDiTFrescoKSampler", model=model, latent_image=(src, 3), **common, **FRESCO)
@@ -222,16 +230,6 @@ def _branch(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str], fre
     else:
         out = g.add("KSampler", model=model, latent_image=(src, 3), sampler_name="euler", denoise=1.0, **common)
     return g.add("VAEDecode", samples=(out, 0), vae=(src, 4))
-
-
-def _content_model(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str]) -> Tuple[str, int]:
-    model = (src, 0)
-    for part in stack:
-        if part == "LoRA":
-            model = (g.add("LoraLoaderModelOnly", model=model, lora_name=files["LoRA"], strength_model=1.0), 0)
-        elif part == "context windows":
-            model = (g.add("ContextWindowsManual", model=model, **WINDOWS), 0)
-    return model
 
 
 def baseline_of(stack: Sequence[str]) -> Tuple[str, ...]:
@@ -262,15 +260,15 @@ class GraphFailed(RuntimeError):
 
 
 class GraphRunner:
-    """ComfyUI's PromptExecutor kept across graphs, so its output cache computes a shared branch (the
-    tiny model, a baseline, a calibration) once, as it does for a user who queues similar graphs."""
+    """ComfyUI's PromptExecutor kept across graphs with its LRU output cache (`--cache-lru`), so a
+    branch graphs share (the tiny model, a baseline, a calibration, a stack measured twice) runs once."""
 
-    def __init__(self):
+    def __init__(self, cache_size: int = 1000):
         import execution
         from .comfy_env import _QuietServer
         self.server = _QuietServer()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.LRU,
+                                                 cache_args={"lru": cache_size, "ram": 0, "ram_inactive": 0})
 
     def run(self, graph: dict) -> dict:
         """UI outputs {node_id: ui}; raises GraphFailed with the failing node's error."""
@@ -339,10 +337,20 @@ class StackingMatrix:
         self.runner = runner or GraphRunner()
         self._psnr: Dict[tuple, float] = {}
 
+    @staticmethod
+    def _key(stack: Sequence[str], fresco_entry: str, reference: Optional[Sequence[str]]) -> tuple:
+        ref = None if reference is None else tuple(reference)
+        return tuple(stack), ref, fresco_entry if "Fresco" in tuple(stack) + (ref or ()) else None
+
+    def record(self, stack: Sequence[str], psnr: float, fresco_entry: str = "ksampler",
+               reference: Optional[Sequence[str]] = None) -> None:
+        """Takes `psnr` as the measurement of `stack` (replaying a run, or checking the rule)."""
+        self._psnr[self._key(stack, fresco_entry, reference)] = psnr
+
     def psnr(self, stack: Sequence[str], fresco_entry: str = "ksampler",
              reference: Optional[Sequence[str]] = None) -> float:
         """PSNR of `stack` against `reference` (default: its baseline); raises GraphFailed."""
-        key = (tuple(stack), fresco_entry if "Fresco" in stack else None, None if reference is None else tuple(reference))
+        key = self._key(stack, fresco_entry, reference)
         if key not in self._psnr:
             graph, compare = compare_graph(stack, self.files, fresco_entry, reference)
             ui = self.runner.run(graph)[compare]
@@ -366,7 +374,7 @@ class StackingMatrix:
             return out
         out.alone = {p: self.alone(p, fresco_entry) for p in sorted(set(stack)) if p in ACCELERATORS}
         out.floor = min(out.alone.values()) - FLOOR_DB
-        if not math.isfinite(out.psnr) and out.psnr != math.inf:
+        if math.isnan(out.psnr):
             out.why = "the image is not finite"
         elif out.psnr < out.floor:
             out.why = (f"PSNR {out.psnr:.2f} dB vs its baseline, more than {FLOOR_DB:g} dB below its weaker part "
