@@ -470,8 +470,10 @@ prompt), each pair in every order it can be applied. *works (PSNR x dB)*: the st
 the same graph without the accelerators (LoRA, ControlNet and context windows kept), the lowest
 over the orders in whole dB, at most {FLOOR_DB:g} dB below the weaker accelerator alone. *refused [n]*:
 the graph stops with an error that names both nodes, for reason n below the table. The tiny model
-draws noise-like images: the numbers compare stacks, they do not grade image quality. Context
-windows run over the latent's rows here (dim 2), the mechanism they use for frames on video models."""
+draws noise-like images: the numbers compare stacks, they do not grade image quality. HiCache or
+SVD-Cache applied twice keeps the second node's settings, with a warning. Fresco's SAMPLER in
+SamplerCustom gives the same verdicts and images as its KSampler node. Context windows run over the
+latent's rows here (dim 2), the mechanism they use for frames on video models."""
 
 
 def readme_section(outcomes: Dict[Tuple[str, ...], Outcome]) -> str:
