@@ -1,11 +1,22 @@
 """ComfyUI glue of the feature caches: keyed wrappers and `patches_replace["dit"]` blocks.
 
     OUTER_SAMPLE     creates the run's state (and drops it in `finally`), logs one line per run
-    CALC_COND_BATCH  marks a new model evaluation (builds the step plan from sample_sigmas)
-    DIFFUSION_MODEL  sets up the call (family slots, per-call facts); if a call that used forecasts
-                     returns NaN/inf, forgets those conds' caches and recomputes the call in full
+    CALC_COND_BATCH  marks a new model evaluation (builds the step plan from sample_sigmas) and
+                     afterwards counts what its blocks did (full / forecast / mixed)
+    APPLY_MODEL      plans the call outside any compiled region: evaluation, cond row chunks, the
+                     cache entries of every block (keyed by token set or shapes, and window),
+                     forecast coefficients; afterwards stores what compiled full computes captured;
+                     if a call that used forecasts returns NaN/inf, forgets those conds' caches
+                     and recomputes the call in full
+    DIFFUSION_MODEL  per-call facts of the family (module math or block granularity)
     dit blocks       full compute -> run the block (or its re-expressed module math) and update the
                      slots; forecast -> predict each slot and apply it without attention or MLP
+
+torch.compile (ComfyUI's TorchCompileModel compiles the diffusion model, so DIFFUSION_MODEL and the
+blocks run inside the compiled region): everything that changes per step (sigma, positions, store
+dicts, counters) is handled in APPLY_MODEL; traced code reads a call object of stable structure,
+forecasts with coefficient tensors and leaves cache updates to APPLY_MODEL, so a run compiles a
+fixed number of graphs (full, full and store, forecast) whatever its step count.
 
 A technique plugs in with `install(model, config, key)`; `interface.py` says what `config` holds
 (schedule fields, granularity, cache_device, describe(), make_forecaster(), an optional observer
@@ -19,9 +30,11 @@ import logging
 import torch
 
 from ..adapters import UnsupportedInputError, call_arguments, for_model
-from .schedule import FORECAST
-from .run import CallContext, RunState
-from .store import chunk_rows
+from .run import RunState
+from .schedule import FORECAST, FULL
+
+LAYOUT_KEY = "fastdit_dynres"  # transformer_options: the token set of a call (fastdit.tokens / dynres)
+is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or torch._dynamo.is_compiling
 
 
 EASYCACHE_KEY = "easycache"   # where ComfyUI's EasyCache and LazyCache keep their state
@@ -78,51 +91,108 @@ def _make_outer_sample(key):
 
 
 def _make_calc_cond_batch(key):
+    """One model evaluation: its plan entry, and afterwards what its blocks did (for the report)."""
     def calc_cond_batch(executor, *args, **kwargs):
         model_options = args[-1] if args and isinstance(args[-1], dict) else kwargs.get("model_options", {})
         opts = model_options.get("transformer_options", {})
         run = opts.get(key + "_run")
-        if run is not None:
-            model, timestep = args[0], args[3] if len(args) > 3 else kwargs["timestep"]
-            run.prepare_plan(opts.get("sample_sigmas"), getattr(model, "model_sampling", None))
-            run.count_evaluation(run.evaluation(timestep.flatten()[0]))
-        return executor(*args, **kwargs)
+        if run is None:
+            return executor(*args, **kwargs)
+        model, timestep = args[0], args[3] if len(args) > 3 else kwargs["timestep"]
+        run.prepare_plan(opts.get("sample_sigmas"), getattr(model, "model_sampling", None))
+        run.begin_evaluation(run.evaluation(timestep.flatten()[0]))
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            run.end_evaluation()
     return calc_cond_batch
 
 
-def _make_diffusion_model(key):
-    def diffusion_model(executor, *args, **kwargs):
-        call = call_arguments(executor.class_obj, args, kwargs)
-        opts = call.get("transformer_options") or {}
+def token_set_key(transformer_options):
+    """The key of the token set a call computes (published by a token-set sampler such as Fresco
+    under LAYOUT_KEY), or None when the call computes the model's own full token grid."""
+    tokens = transformer_options.get(LAYOUT_KEY)
+    return None if tokens is None else getattr(tokens, "key", None)
+
+
+def resolution_key(transformer_options, x=None, tensors=()):
+    """What a call's cache entries are keyed by besides cond and block: ("tokens", token-set key)
+    when a token set is published, else ("shapes", input shapes); plus the context window."""
+    tokens = token_set_key(transformer_options)
+    if tokens is not None:
+        what = ("tokens", tokens)
+    else:
+        what = ("shapes", tuple(tuple(t.shape[1:]) for t in ((x,) if x is not None else ()) + tuple(tensors)))
+    return what, window_key(transformer_options)
+
+
+def _shape_tensors(kwargs):
+    """Tensors among an apply_model call's conditioning (their shapes set the blocks' token counts)."""
+    out = []
+    for name in sorted(kwargs):
+        v = kwargs[name]
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out.extend(t for t in v if isinstance(t, torch.Tensor))
+    return out
+
+
+def _make_apply_model(key):
+    """Per model call, outside any compiled region (ComfyUI compiles the diffusion model only): the
+    call's plan (evaluation, row chunks, cache entries per block, forecast coefficients), then the
+    cache updates of compiled full computes, the NaN/inf fallback and the call's block counts."""
+    def apply_model(executor, *args, **kwargs):
+        x, t = args[0], args[1]
+        opts = args[5] if len(args) > 5 else kwargs.get("transformer_options") or {}
         run = opts.get(key + "_run")
         if run is None:
             return executor(*args, **kwargs)
-        slots = run.slots_for(executor.class_obj)
-        facts = slots.call_facts(call)
-        refusal = slots.module_math_refusal(call, facts) if run.config.granularity == "module" else None
-        if refusal and refusal not in run.block_granularity_reasons:
-            run.block_granularity_reasons.add(refusal)
-            logging.warning(f"{run.config.technique}: module granularity cannot follow {refusal}; "
-                            "this run caches whole blocks (block granularity)")
-        sigma = opts.get("sigmas")
-        sigma = None if sigma is None else float(sigma.flatten()[0])  # one host sync per call, not per block
-        evaluation = None if sigma is None else run.evaluation(sigma)
+        dm = getattr(executor.class_obj, "diffusion_model", None)
+        dm = getattr(dm, "_orig_mod", dm)  # torch.compile's OptimizedModule
+        slots = run.slots_for(dm)
+        sigma = float(t.flatten()[0])  # one host sync per call, not per block
+        evaluation = run.evaluation(sigma)
+        cond = {k: v for k, v in kwargs.items() if k != "transformer_options"}
+        cond.update({"c_concat": args[2] if len(args) > 2 else None, "c_crossattn": args[3] if len(args) > 3 else None})
+        resolution = resolution_key(opts, x, _shape_tensors(cond))
         outer_call = run.call
-        run.call = CallContext(slots, evaluation, facts, module_math=refusal is None)
+        run.call = call = run.prepare_call(slots, evaluation, x, opts, resolution)
         try:
             out = executor(*args, **kwargs)
-            if run.call.forecasted and not torch.isfinite(out).all():
+            run.finish_call(call)
+            if call.forecasted and not torch.isfinite(out).all():
                 run.fallbacks += 1
                 logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma {sigma:.4f}; "
                                 "recomputing this step in full")
                 run.store.drop(opts.get("uuids") or [])
-                run.call = CallContext(slots, evaluation, facts, force_full=True, module_math=refusal is None)
+                run.call = call = run.prepare_call(slots, evaluation, x, opts, resolution, force_full=True)
                 out = executor(*args, **kwargs)
-            if run.call.stored:
-                run.note_stored()
+                run.finish_call(call)
+            run.note_ran(call)
             return out
         finally:
             run.call = outer_call
+    return apply_model
+
+
+def _make_diffusion_model(key):
+    def diffusion_model(executor, *args, **kwargs):
+        call_args = call_arguments(executor.class_obj, args, kwargs)
+        opts = call_args.get("transformer_options") or {}
+        run = opts.get(key + "_run")
+        call = None if run is None else run.call
+        if call is None:
+            return executor(*args, **kwargs)
+        slots = call.slots
+        facts = slots.call_facts(call_args)
+        refusal = slots.module_math_refusal(call_args, facts) if run.config.granularity == "module" else None
+        if refusal and refusal not in run.block_granularity_reasons:
+            run.block_granularity_reasons.add(refusal)
+            logging.warning(f"{run.config.technique}: module granularity cannot follow {refusal}; "
+                            "this run caches whole blocks (block granularity)")
+        call.activate(facts, module_math=refusal is None)
+        return executor(*args, **kwargs)
     return diffusion_model
 
 
@@ -132,64 +202,68 @@ def _make_block(key, kind, index):
         opts = args.get("transformer_options") or {}
         run = opts.get(key + "_run")
         call = run.call if run is not None else None
-        if call is None:  # not inside a run of ours (e.g. apply_model called directly)
+        if call is None or call.plans is None:  # not inside a call of ours (e.g. apply_model called directly)
             return extra["original_block"](args)
-        return _run_block(run, call, kind, index, args, extra, opts)
+        return _run_block(run, call, call.plans[(kind, index)], args, extra, opts)
     return block
 
 
-def _run_block(run, call, kind, index, args, extra, opts):
-    config, slots = run.config, call.slots
-    ref = run.block_ref(slots.adapter, kind, index)
-    streams = slots.streams(ref)
-    module_slots = slots.module_slots(ref) if config.granularity == "module" and call.module_math else None
-    if config.granularity == "module" and call.module_math and module_slots is None:
-        run.fallback_blocks.add(ref.patch_key)
-    names = module_slots or streams  # block granularity: one slot per stream (its output delta)
+def _run_block(run, call, plan, args, extra, opts):
+    names, streams = plan.names, plan.streams
     lead = args[streams[0]]
-    chunks = chunk_rows(lead.shape[0], list(opts.get("uuids") or []))
-    # one cache per resolution and per context window (windows of one length share shapes)
-    resolution = (tuple(tuple(args[s].shape[1:]) for s in streams), window_key(opts))
-    entries = [run.store.entry(u, ref.patch_key, resolution) for u, _ in chunks]
-    ev = call.evaluation
+    compiling = is_compiling()
+    shapes = tuple(tuple(args[s].shape[1:]) for s in streams)
+    rows, entries, primary = call.block_entries(plan.key, shapes, lead.shape[0], opts, create=not compiling)
+    if compiling and (not primary or (call.forecast and call.coefficients is None)):
+        return extra["original_block"](args)  # uncached: sub-call entries cannot be handed back
 
-    if (ev is not None and ev.mode == FORECAST and not call.force_full and not run.compute_only
+    if (call.forecast and entries is not None
             and all(name in e for e in entries for name in names)):
-        preds = {name: _forecast_slot(run.forecaster, name, chunks, entries, ev.position, lead) for name in names}
+        if compiling:
+            preds = {name: _forecast_traced(run.forecaster, name, rows, entries, call.coefficients, lead)
+                     for name in names}
+        else:
+            preds = {name: _forecast_slot(run.forecaster, name, rows, entries, call.position, lead)
+                     for name in names}
         call.forecasted = True
-        run.block_calls["forecast"] += 1
-        if module_slots is None:
+        call.ran.append(FORECAST)
+        if plan.module_slots is None:
             return {s: args[s] + preds[s] for s in streams}  # out of place: callers may hold the input
-        return slots.run_forecast(ref, args, preds, call.facts)
+        return call.slots.run_forecast(plan.ref, args, preds, call.facts)
 
-    if module_slots is None:
+    if plan.module_slots is None:
         before = {s: args[s].clone() for s in streams}  # FLUX blocks add in place
         out = extra["original_block"](args)
         feats = {s: out[s] - before[s] for s in streams}
     else:
-        out, feats = slots.run_full(ref, args, call.facts)
-    run.block_calls["full"] += 1
-    if run.observer is not None:
-        for name in names:
-            for uuid, rows in chunks:
-                run.observer(name, ref.patch_key, uuid, feats[name][rows], ev)
-    if ev is not None and not run.compute_only and run.plan.forecasts_after(ev.step):
-        device = "cpu" if config.cache_device == "cpu" else None
-        forecaster = run.forecaster
-        for name in names:
-            for (_, rows), e in zip(chunks, entries):  # fresh tensors: stored without a copy
-                e[name] = forecaster.update(e.get(name), feats[name][rows], ev.position, (ref.patch_key, name),
-                                            device, owned=True)
-        call.stored = True
+        out, feats = call.slots.run_full(plan.ref, args, call.facts)
+    call.ran.append(FULL)
+    if call.keep:
+        if compiling:  # the cache bookkeeping runs after the compiled call (RunState.finish_call)
+            for name in names:
+                for i, r in enumerate(rows):
+                    call.captured.append((plan.key, shapes, name, i, feats[name][r]))
+        else:
+            run.keep(call, plan.key, shapes, names, rows, entries, feats)
     return out
 
 
-def _forecast_slot(forecaster, name, chunks, entries, position, like):
+def _forecast_slot(forecaster, name, rows, entries, position, like):
     """One slot forecast for every cond chunk of the call, written into one batch tensor."""
     shape, dtype = forecaster.output_spec(entries[0][name])
     out = torch.empty((like.shape[0],) + tuple(shape[1:]), dtype=dtype, device=like.device)
-    for (_, rows), e in zip(chunks, entries):
-        forecaster.predict(e[name], position, out[rows])
+    for r, e in zip(rows, entries):
+        forecaster.predict(e[name], position, out[r])
+    return out
+
+
+def _forecast_traced(forecaster, name, rows, entries, coefficients, like):
+    """The forecast inside a compiled region: coefficients are tensors computed outside it, so the
+    graph does not depend on the step."""
+    shape, dtype = forecaster.output_spec(entries[0][name])
+    out = torch.empty((like.shape[0],) + tuple(shape[1:]), dtype=dtype, device=like.device)
+    for r, e, c in zip(rows, entries, coefficients):
+        forecaster.predict_with(e[name], c, out[r])
     return out
 
 
@@ -211,6 +285,7 @@ def install(model, config, key):
     m = model.clone()
     for wrapper_type, factory in ((pe.WrappersMP.OUTER_SAMPLE, _make_outer_sample),
                                   (pe.WrappersMP.CALC_COND_BATCH, _make_calc_cond_batch),
+                                  (pe.WrappersMP.APPLY_MODEL, _make_apply_model),
                                   (pe.WrappersMP.DIFFUSION_MODEL, _make_diffusion_model)):
         m.remove_wrappers_with_key(wrapper_type, key)
         m.add_wrapper_with_key(wrapper_type, key, factory(key))

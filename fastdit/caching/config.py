@@ -89,5 +89,11 @@ class TaylorForecaster:
         d0 = state.terms[0]
         return tuple(d0.shape), d0.dtype
 
+    def coefficients(self, state, position):
+        return forecasters.coefficient_vector(state, self.mode, self.max_order, self.sigma, position)
+
+    def predict_with(self, state, coeffs, out):
+        return forecasters.predict_with(state.terms, coeffs, out)
+
     def close(self):
         pass

@@ -101,3 +101,20 @@ def predict(history, mode, order, sigma, position, forecast_fn, out=None):
     if out is not None and terms[0].device != out.device:
         terms = [t.to(out.device, non_blocking=True) for t in terms]
     return forecast_fn(terms, coeffs, out=out)
+
+
+def coefficient_vector(history, mode, order, sigma, position):
+    """[c_1, ..., c_order] of a forecast at `position`, zero-padded to `order` (terms the history
+    lacks get zero, k = 0 gives all zeros): the coefficient form of `predict` for traced code."""
+    k = position - history.position
+    coeffs = [] if k <= 1e-6 else coefficients(mode, order, sigma, k)
+    return list(coeffs) + [0.0] * (max(order, 0) - len(coeffs))
+
+
+def predict_with(terms, coeffs, out):
+    """out = terms[0] + sum_i coeffs[i] * terms[i + 1] in fp32, with `coeffs` a tensor: the forecast
+    inside a compiled region (no Python number that changes per step reaches the graph)."""
+    acc = terms[0].to(out.device, torch.float32)
+    for i in range(1, len(terms)):
+        acc = acc + coeffs[i - 1] * terms[i].to(out.device, torch.float32)
+    return out.copy_(acc)

@@ -526,6 +526,16 @@ class SVDForecaster:
     def output_spec(self, state):
         return tuple(state.terms[0].shape), state.terms[0].dtype
 
+    def coefficients(self, state, position):
+        """The forecast's coefficients at `position`, zero-padded to two (traced forecasts)."""
+        j = position - state.position
+        coeffs = [] if j <= 1e-6 else self._coefficients(state, j)
+        return list(coeffs) + [0.0] * (2 - len(coeffs))
+
+    def predict_with(self, state, coeffs, out):
+        from .forecasters import predict_with
+        return predict_with(state.terms, coeffs, out)
+
     def close(self):
         self._v.clear()
 
