@@ -20,7 +20,14 @@ FRESCO_STACKS = [s for s in st.all_stacks() if "Fresco" in s]
 
 @pytest.fixture(scope="module")
 def matrix():
-    return st.StackingMatrix()
+    """The matrix; the SVD-Cache bases its calibrations save are removed afterwards (other tests pick
+    saved bases by name)."""
+    import folder_paths
+    folders = folder_paths.get_folder_paths("fastdit_svd_bases")
+    before = {(f, n) for f in folders if os.path.isdir(f) for n in os.listdir(f)}
+    yield st.StackingMatrix()
+    for folder, name in {(f, n) for f in folders if os.path.isdir(f) for n in os.listdir(f)} - before:
+        os.remove(os.path.join(folder, name))
 
 
 def _id(stack):
