@@ -62,7 +62,7 @@ def prepare_call(token_set: TokenSet, call: dict, record: bool = True, with_fine
     `with_fine` False, all-fine groups get no rows (the model's own forward runs them)."""
     if record:
         token_set.record_call(call)
-    if token_set.all_fine and with_fine is False:
+    if token_set.all_fine and not with_fine:
         return None, None
     adapter = token_set.adapter
     try:
@@ -87,7 +87,7 @@ def prepare_call(token_set: TokenSet, call: dict, record: bool = True, with_fine
                                  device=x.device)
             seen.append(index)
         g = GroupCall(group, index)
-        if not (group.all_fine and not with_fine):
+        if with_fine or not group.all_fine:
             rows_in = batch if whole else len(index)
             ids = [group.target_ids()] + [group.reference_ids(r.shape, p) for r, p in zip(references, placements)]
             g.rows = group.rows
