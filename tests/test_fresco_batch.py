@@ -43,7 +43,8 @@ def _sample(model, noise, pos, neg, latent, options):
                                       disable_pbar=True, seed=5)
 
 
-@pytest.mark.parametrize("family,preset", [("flux", "balanced"), ("flux", "fast"), ("qwen_image", "balanced")])
+@pytest.mark.parametrize("family,preset", [("flux", "balanced"), ("flux", "fast"), ("qwen_image", "balanced"),
+                                           ("hunyuan_video", "balanced")])
 def test_every_row_of_a_batch_equals_its_single_run(family, preset):
     model, seen = _traced(tm.make_model(family))
     options = preset_options(preset)
