@@ -31,6 +31,12 @@ def forecast_reference(terms, coeffs, out=None):
     _check(terms, coeffs, out)
     if not coeffs:
         return terms[0].clone() if out is None else out.copy_(terms[0])
+    if out is not None and out.dtype == terms[0].dtype == torch.float32:
+        # fp32 features: accumulate straight into `out` (the same adds, without the copies)
+        torch.add(terms[0], terms[1], alpha=float(coeffs[0]), out=out)
+        for c, t in zip(coeffs[1:], terms[2:]):
+            out.add_(t, alpha=float(c))
+        return out
     acc = terms[0].to(torch.float32, copy=True)
     for c, t in zip(coeffs, terms[1:]):
         acc.add_(t.to(torch.float32), alpha=float(c))

@@ -126,3 +126,20 @@ def test_chunks_and_store_keys():
     assert store.n_slots == 2 and store.n_conds == 2 and store.nbytes == 2 * 2 * 4 * 8 * 4
     store.drop(["c"])
     assert store.n_conds == 1 and store.peek("c", ("double_block", 0), ((4, 8),)) is None
+
+
+def test_fp32_forecast_into_out_is_bitwise_the_accumulated_one():
+    """fp32 features are accumulated straight into `out`: the same adds as the copy-and-accumulate path."""
+    g = torch.Generator().manual_seed(3)
+    terms = [torch.randn(2, 37, 24, generator=g) * 10 ** i for i in range(3)]
+    coeffs = [0.37, -0.123]
+    acc = terms[0].clone()
+    for c, t in zip(coeffs, terms[1:]):
+        acc.add_(t, alpha=c)
+    out = torch.empty_like(terms[0])
+    assert forecast_reference(terms, coeffs, out=out) is out and torch.equal(out, acc)
+    half = [t.bfloat16() for t in terms]
+    ref = half[0].float()
+    for c, t in zip(coeffs, half[1:]):
+        ref.add_(t.float(), alpha=c)
+    assert torch.equal(forecast_reference(half, coeffs, out=torch.empty_like(half[0])), ref.bfloat16())
