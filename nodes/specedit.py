@@ -3,6 +3,7 @@
 import comfy.samplers
 from comfy_api.latest import io
 
+from ..fastdit.dynres.layout import POSITION_MODES
 from ..fastdit.specedit.options import FACTORS, MEASURES, DraftOptions, VerifyOptions
 from ..fastdit.specedit.sampler import run_draft, run_verify
 
@@ -84,6 +85,10 @@ class FastDiTSpecEditVerify(io.ComfyNode):
                 io.Float.Input("boundary_blend", default=0.8, min=0.0, max=1.0, step=0.05,
                                tooltip="Refined cells next to locked ones become blend * source + (1 - blend) * "
                                        "edit (0 = no blending)."),
+                io.Combo.Input("positions", options=list(POSITION_MODES), default="fine",
+                               tooltip="RoPE positions of the mixed tokens. fine: refined tokens at their own "
+                                       "full-resolution positions, locked coarse ones at the centre of their "
+                                       "cells; coarse / coarse_centred: coarse-grid units (Fresco's convention)."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Overrides the draft's discrepancy (any size of the image's aspect ratio): "
                                       "the threshold then selects from it; a painted 0/1 mask selects its cells."),
@@ -93,8 +98,8 @@ class FastDiTSpecEditVerify(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, draft, threshold, budget, coverage_stride, dilation, boundary_blend,
+    def execute(cls, model, draft, threshold, budget, coverage_stride, dilation, boundary_blend, positions="fine",
                 mask=None) -> io.NodeOutput:
-        options = VerifyOptions(threshold, budget, coverage_stride, dilation, boundary_blend)
+        options = VerifyOptions(threshold, budget, coverage_stride, dilation, boundary_blend, positions=positions)
         latent, refined, _ = run_verify(model, draft, options, mask)
         return io.NodeOutput(latent, refined)

@@ -46,7 +46,7 @@ def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family):
         model, pos, neg, latent, vae, 3, 8, 2.0, "simple", 0.5, "2", "latent").args
     assert preview.shape == (1, 48, 48, 3) and disc.shape == (1, 48, 48)
     mask = _painted(48, (8, 24), (8, 24))
-    out, refined = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.8, mask).args
+    out, refined = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.8, "fine", mask).args
     x, src = as5d(out["samples"]), as5d(pos[0][1]["reference_latents"][0])
     assert x.shape == src.shape
     cells = refined[0, ::8, ::8]                                          # 8 image px per cell
@@ -62,7 +62,7 @@ def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family):
     assert float(diff[:, ~px].max()) == 0.0                              # locked: exactly the source
     assert float(diff[:, inner].mean()) > 0.05                           # refined: generated
     # the ring is the blend of source and edit: rerun verify without blending to get the edit there
-    out0, _ = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.0, mask).args
+    out0, _ = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.0, "fine", mask).args
     x0 = as5d(out0["samples"])
     assert torch.allclose(x[..., ring], (0.8 * src + 0.2 * x0)[..., ring], atol=1e-5)
     assert torch.equal(x[..., inner], x0[..., inner])                   # verify does not change the draft
@@ -194,3 +194,24 @@ def test_demo_kontext_edit_refines_the_object_and_keeps_the_rest():
     assert job.score(img)["scene_accuracy"] == 1.0
     locked = refined[0] == 0
     assert float((img[0] - job.source[0]).abs()[locked].max()) < 1e-5
+
+
+def test_vae_measure_reads_a_convolutional_decoders_first_layers():
+    """A FLUX/SD-style decoder (comfy's Decoder: conv_in, mid block): the "vae" measure uses its
+    first two feature maps and scores the changed cell highest."""
+    from types import SimpleNamespace
+
+    from comfy.ldm.modules.diffusionmodules.model import Decoder
+    torch.manual_seed(0)
+    dec = Decoder(ch=32, out_ch=3, ch_mult=(1, 1), num_res_blocks=1, attn_resolutions=(), in_channels=3,
+                  resolution=32, z_channels=16)
+    tiny_models.init_weights(dec, 0)                                        # comfy's ops leave weights empty
+    vae = SimpleNamespace(first_stage_model=SimpleNamespace(decoder=dec))
+    grid = CellGrid.of((1, 16, 16, 16), 2)
+    source = torch.randn(1, 16, 16, 16)
+    x0 = source.clone()
+    x0[..., 4:8, 8:12] += 2.0                                               # cell (1, 2) changed
+    with torch.no_grad():
+        score, view = discrepancy.vae_score(vae, x0, source, grid)
+    assert view == "decoder features" and score.shape == (1, 1, 4, 4)
+    assert int(score.flatten().argmax()) == 1 * 4 + 2 and float(score[0, 0, 0, 0]) < 0.5 * float(score[0, 0, 1, 2])

@@ -28,7 +28,7 @@ def _graph(family, size=24, mask=True):
                                                         "operation": "add"}},
         "6": {"class_type": "FastDiTSpecEditVerify", "inputs": {
             "model": ["1", 0], "draft": ["2", 0], "threshold": 0.5, "budget": 0.0, "coverage_stride": 0,
-            "dilation": 1, "boundary_blend": 0.8, "mask": ["5", 0]}},
+            "dilation": 1, "boundary_blend": 0.8, "positions": "fine", "mask": ["5", 0]}},
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 4]}},
         "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "specedit_test"}},
         "9": {"class_type": "MaskPreview", "inputs": {"mask": ["6", 1]}},

@@ -46,14 +46,15 @@ class SpecEditConfig(Config):
 
 @register("specedit")
 def specedit(preset="balanced", steps=None, fraction=None, factor=2, measure="vae", threshold=None, budget=0.0,
-             stride=None, dilation=1, blend=0.8, stack=None):
+             stride=None, dilation=1, blend=0.8, positions="fine", stack=None):
     from fastdit.specedit.options import DraftOptions, VerifyOptions
     if preset not in PRESETS:
         raise ValueError(f"specedit preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     p = PRESETS[preset]
     draft = DraftOptions(fraction if fraction is not None else p["fraction"], factor, measure).validated()
     verify = VerifyOptions(threshold if threshold is not None else p["threshold"], budget,
-                           stride if stride is not None else p["stride"], dilation, blend).validated()
+                           stride if stride is not None else p["stride"], dilation, blend,
+                           positions=positions).validated()
     prepare = None
     if stack:
         from . import build

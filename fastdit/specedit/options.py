@@ -37,6 +37,7 @@ class VerifyOptions:
     dilation: int = 1              # margin of edited cells, in cells (8-neighbourhood)
     blend: float = 0.8             # refined cells touching a locked one: blend * source + (1 - blend) * edit
     global_share: float = 0.7      # more edited cells than this: a global edit, run at full resolution
+    positions: str = "fine"        # RoPE units of verify's mixed tokens (dynres.layout.POSITION_MODES)
 
     def validated(self) -> "VerifyOptions":
         for name, lo, hi in (("threshold", 0.0, 1e9), ("budget", 0.0, 1.0), ("blend", 0.0, 1.0),
@@ -44,6 +45,9 @@ class VerifyOptions:
             v = float(getattr(self, name))
             if not lo <= v <= hi:
                 raise ValueError(f"SpecEdit {name} must be between {lo:g} and {hi:g}, not {v}")
+        from ..dynres.layout import POSITION_MODES
+        if self.positions not in POSITION_MODES:
+            raise ValueError(f"SpecEdit positions must be one of {', '.join(POSITION_MODES)}, not {self.positions!r}")
         for name in ("coverage_stride", "dilation"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SpecEdit {name} must be >= 0, not {getattr(self, name)}")

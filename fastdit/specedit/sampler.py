@@ -268,7 +268,7 @@ def sample_verify(model, x, sigmas, extra_args=None, callback=None, disable=None
     unlocked = run.unlocked.to(x.device)
     noise = as5d(draft.noise.to(x))
     source = as5d(base.process_latent_in(draft.source.to(x))).expand(x.shape[0], *as5d(x).shape[1:])
-    layout = MixedLayout(specedit_adapter(base), grid, unlocked, "coarse", stage=2)
+    layout = MixedLayout(specedit_adapter(base), grid, unlocked, run.options.positions, stage=2)
     run.layouts.append(layout)
     extra = _with_wrapper(extra_args, layout, sigmas)
     x5 = as5d(draft.carrier.to(x))
