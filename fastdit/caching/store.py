@@ -8,8 +8,9 @@ so batched and split cond/uncond calls read and write the same entries. The reso
 (what, context window, the block's stream shapes): what = ("tokens", key) for a call on a token set a sampler publishes
 (Fresco, SpecEdit: the key changes whenever the set of computed tokens does), else
 ("shapes", input shapes). A run that changes resolution, or samples a video in context windows,
-keeps separate entries for each; a cond's entries of a token set are dropped as soon as the cond
-moves to another token set in the same window (they can never be used again).
+keeps separate entries for each; a cond's entries of a token set (and of the groups of a ragged
+one) are dropped as soon as the cond moves to another token set in the same window (they can
+never be used again).
 """
 from typing import Hashable, List, Tuple
 
@@ -35,8 +36,9 @@ class SlotStore:
         if what[0] != "tokens":
             return
         current = self._token_sets.get((uuid, window))
-        if current is not None and current != what:
-            for key in [k for k in self._entries if k[0] == uuid and tuple(k[2][:2]) == (current, window)]:
+        if current is not None and current != what:  # also the sub-sets of a ragged set's groups
+            for key in [k for k in self._entries if k[0] == uuid and k[2][1] == window
+                        and k[2][0][0] == "tokens" and k[2][0] != what]:
                 del self._entries[key]
         self._token_sets[(uuid, window)] = what
 
