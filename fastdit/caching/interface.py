@@ -16,7 +16,7 @@ The config lives in `model_options["transformer_options"][key]`, which ComfyUI c
 data a config refers to (an SVD basis, a calibration accumulator) must therefore be held by a
 `Shared` object, which copies to itself: the config stays small and every clone sees the same data.
 """
-from typing import Optional, Protocol, Tuple
+from typing import Optional, Protocol, Sequence, Tuple
 
 import torch
 
@@ -40,6 +40,15 @@ class Forecaster(Protocol):
 
     def close(self) -> None:
         """Drop per-run resources (device copies of bases, ...); called when the run ends."""
+
+    # Optional (needed to forecast inside torch.compile's region; without them a compiled model
+    # computes every block in full):
+    def coefficients(self, state: object, position: float) -> Sequence[float]:
+        """c such that predict(state, position) == terms[0] + sum_i c[i] * terms[i + 1], of one
+        fixed length per run (zero where the state has fewer terms). Called outside compiled code."""
+
+    def predict_with(self, state: object, coeffs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`predict` with the coefficients as an fp32 tensor (traced: no per-step Python numbers)."""
 
 
 class Observer(Protocol):
