@@ -112,7 +112,11 @@ def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
                "psnr_refined": metrics.pooled_psnr(metrics.psnr(imgs, ref, mask=region)) if region is not None else None,
                "scene_accuracy": sum(s["scene_accuracy"] for s in scores) / len(scores),
                "shape_accuracy": sum(s["shape_accuracy"] for s in scores) / len(scores),
-               "unedited_psnr": metrics.pooled_psnr(unedited)}
+               "unedited_psnr": metrics.pooled_psnr(unedited),
+               "psnr_per_edit": [float(v) for v in metrics.psnr(imgs, ref)],
+               "scene_per_edit": [s["scene_accuracy"] for s in scores]}
+        finite = sorted(v for v in row["psnr_per_edit"])
+        row["psnr_median"] = finite[len(finite) // 2] if finite else None
         refined = [m for m in r["refined"][:len(jobs)] if m is not None]
         if refined:
             row["refined_share"] = float(torch.cat(refined).float().mean())
