@@ -72,6 +72,8 @@ class CallContext:
         entries looked up here."""
         from .comfy_hooks import token_set_key
         if batch == self.batch and token_set_key(transformer_options) == self.token_set:
+            if not (create or self.forecast):
+                return self.rows, None, True   # compiled full compute: entries are not read in the graph
             per_shape = self.entries[block_key]
             found = per_shape.get(shapes)
             if found is None and create:
