@@ -140,6 +140,8 @@ def test_node_resolves_the_preset_from_the_samplers_steps(caplog, inputs, steps,
     execute(_graph(inputs, steps))
     (run,) = _runs(caplog)
     assert run[1:] == (str(steps), str(steps), str(len(full)), str(steps - len(full)))
+    interval, warmup = _resolved(inputs, steps)
+    assert f"N={interval}, warm-up {warmup}" in run[0]   # the line names the schedule that ran
     assert [s for s, m in enumerate(StepPlan(torch.linspace(1, 0, steps + 1), *_resolved(inputs, steps)).modes)
             if m == FULL] == full
 

@@ -30,10 +30,10 @@ import logging
 import torch
 
 from ..adapters import UnsupportedInputError, call_arguments, for_model
+from ..tokens.forward import LAYOUT_KEY  # transformer_options: the token set of a call
 from .run import RunState
 from .schedule import FORECAST, FULL
 
-LAYOUT_KEY = "fastdit_dynres"  # transformer_options: the token set of a call (fastdit.tokens / dynres)
 is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or torch._dynamo.is_compiling
 
 

@@ -90,6 +90,7 @@ class RunState:
         self.compute_only = bool(getattr(config, "compute_only", False))
         self.store = SlotStore()
         self.plan = None
+        self.schedule = None      # (interval, warm-up steps) the plan was built with
         self._plan_sigmas = None
         self.call = None
         self._slots = {}
@@ -118,7 +119,7 @@ class RunState:
         c = self.config
         start = model_sampling.percent_to_sigma(c.start_percent) if model_sampling is not None else float("inf")
         end = model_sampling.percent_to_sigma(c.end_percent) if model_sampling is not None else 0.0
-        interval, warmup_steps = resolve_schedule(c, len(sample_sigmas) - 1)
+        interval, warmup_steps = self.schedule = resolve_schedule(c, len(sample_sigmas) - 1)
         self.plan = StepPlan(sample_sigmas, interval, warmup_steps, float(start), float(end))
         self._evaluations.clear()
 
@@ -270,7 +271,8 @@ class RunState:
             return line + (" (run stopped early)" if self.interrupted else "")
         planned = f", schedule {self.plan.speedup:.2f}x" if self.plan else ""
         mixed = f" + {ev[MIXED]} mixed" if ev[MIXED] else ""
-        line = (f"{c.technique} ({c.describe()}): {steps} steps, {n_eval} model evaluations "
+        settings = c.describe(*self.schedule) if self.schedule else c.describe()
+        line = (f"{c.technique} ({settings}): {steps} steps, {n_eval} model evaluations "
                 f"= {ev[FULL]} full + {ev[FORECAST]} forecast{mixed}; cost ratio {self.cost_ratio:.2f}x of block "
                 f"compute{planned}; {self.store.n_slots // max(self.store.n_conds, 1)} slots x {self.store.n_conds} "
                 f"cond{'' if self.store.n_conds == 1 else 's'}, cache "
