@@ -10,13 +10,13 @@ import re
 import pytest
 import torch
 
-import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 from fastdit.caching import apply_hicache
 from fastdit.dynres.fresco import fresco_sampler
 from fastdit.dynres.stages import preset_options
 from fastdit.testing import tiny_models as tm
+from fastdit.testing.tracing import attention_traced
 
 STEPS = 18
 LINE = re.compile(r"(\d+) model evaluations = (\d+) full \+ (\d+) forecast(?: \+ (\d+) mixed)?; "
@@ -26,20 +26,7 @@ PLAN = re.compile(r"the plan had (\d+) full \+ (\d+) forecast")
 
 def _traced(model):
     """A clone counting attention calls per model call (one per block computed in full)."""
-    calls = []
-
-    def step(executor, *args, **kwargs):
-        calls.append(0)
-        return executor(*args, **kwargs)
-
-    def attention(func, *args, **kwargs):
-        calls[-1] += 1
-        return func(*args, **kwargs)
-
-    m = model.clone()
-    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_trace", step)
-    m.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = attention
-    return m, calls
+    return attention_traced(model)
 
 
 def _fresco(model):

@@ -18,6 +18,7 @@ from fastdit.dynres.forward import LAYOUT_KEY
 from fastdit.dynres.fresco import fresco_sampler
 from fastdit.dynres.stages import preset_options
 from fastdit.testing import tiny_models as tm
+from fastdit.testing.tracing import attention_traced
 
 STEPS = 18
 SETTINGS = dict(interval=3, warmup_steps=1, order=1)
@@ -91,23 +92,7 @@ def test_new_token_set_at_equal_token_count_starts_the_cache_afresh(caplog):
     latent, noise, pos, neg = _latent()
 
     def traced(model, tokens):
-        calls = []
-
-        def step(executor, *args, **kwargs):
-            calls.append(0)
-            return executor(*args, **kwargs)
-
-        def attention(func, *args, **kwargs):
-            calls[-1] += 1
-            return func(*args, **kwargs)
-
-        m = model.clone()
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_trace", step)
-        opts = m.model_options.setdefault("transformer_options", {})
-        opts["optimized_attention_override"] = attention
-        if tokens is not None:
-            opts[LAYOUT_KEY] = tokens
-        return m, calls
+        return attention_traced(model, {LAYOUT_KEY: tokens} if tokens is not None else None)
 
     settings = dict(interval=4, warmup_steps=1, order=1)
     model, steady = traced(apply_hicache(base, **settings), _ChangingTokens())
