@@ -1,5 +1,6 @@
 """GPU bench: wall time and peak memory on the full-size FLUX.1-dev architecture (random bf16 weights:
 speed does not depend on them): baseline, HiCache, SVD-Cache, the Fresco presets and Fresco + HiCache,
+a FLUX.1 Kontext edit and SpecEdit on it,
 plus the achieved bandwidth of the fused forecast kernel, of the mixed-token gather / scatter kernels
 and the throughput of SVD-Cache's fused low-rank split.
 
@@ -91,6 +92,32 @@ def fresco_case(name, preset, stack=None, **options):
     return Case(name, prepare, sample)
 
 
+def with_reference(conds, seed):
+    """FLUX.1 Kontext conditioning: the same conds with a random source image latent as reference."""
+    import torch
+    out = []
+    for cond, extra in conds:
+        shape = extra["_latent_shape"]
+        source = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * 0.5
+        out.append([cond, {k: v for k, v in extra.items() if k != "_latent_shape"} | {"reference_latents": [source]}])
+    return out
+
+
+def kontext_case(name, spec=None):
+    """A FLUX.1 Kontext edit (the same FLUX.1-dev weights, a reference latent of the target's size in
+    the conditioning): the plain edit at the bench's steps, or a bench configuration `spec` (e.g.
+    SpecEdit at its own step count). Compare such rows with the Kontext baseline row, whose sequence
+    is twice the text-to-image one."""
+    def sample(model, noise, positive, negative, latent, steps, seed):
+        from bench.configs import build
+        def tagged(conds):
+            return [[c, dict(e, _latent_shape=tuple(latent.shape))] for c, e in conds]
+        pos, neg = with_reference(tagged(positive), 11), with_reference(tagged(negative), 11)
+        config = build(spec or "baseline")
+        return config.sample(config.prepare(model), noise, pos, neg, latent, steps, 1.0, seed)
+    return Case(name, None, sample)
+
+
 CASES = [
     Case("baseline"),
     hicache_case("hicache N=7 (module)", interval=7),
@@ -100,6 +127,9 @@ CASES = [
     fresco_case("fresco balanced (18 NFE)", "balanced"),
     fresco_case("fresco fast (9 NFE)", "fast"),
     fresco_case("fresco balanced + hicache", "balanced", stack={"interval": 4, "warmup_steps": 1}),
+    kontext_case("kontext edit baseline"),
+    # random weights draw no edit: a budget of 25 % of the cells stands in for an edit of that size
+    kontext_case("specedit balanced (25% refined)", "specedit:budget=0.25,measure=latent"),
 ]
 
 
