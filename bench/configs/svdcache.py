@@ -21,6 +21,7 @@ schedule at calib_steps).
 from . import Config, register
 
 _GRAMS = {}   # calibration runs shared by rows that differ only in tau (per process)
+DEMO_MODELS = ("demo-flux", "demo-kontext", "demo-flux-open")
 
 
 def _reference(model, size):
@@ -31,11 +32,12 @@ def _reference(model, size):
     from fastdit.testing import tiny_models as tm
     dm = diffusion_model_of(model)
     try:
-        from demo import models, world
-        for name in ("demo-flux", "demo-kontext"):
+        from demo import models, open_world, world
+        for name in DEMO_MODELS:
             if models.cached.cache_info().currsize and models.cached(name).diffusion_model is dm:
                 demo = models.cached(name)
-                prompt = world.benchmark_prompts(1, seed=98765)[0]
+                prompts = open_world.benchmark_prompts if name == "demo-flux-open" else world.benchmark_prompts
+                prompt = prompts(1, seed=98765)[0]
                 return (demo.conditioning(prompt), demo.conditioning(""),
                         {"samples": torch.zeros(1, 16, size, size)}, prompt)
     except ImportError:
@@ -53,7 +55,7 @@ def _demo_cfg(model):
         from demo.bench_models import DEFAULT_CFG
         from fastdit.adapters import diffusion_model_of
         dm = diffusion_model_of(model)
-        if any(models.cached(n).diffusion_model is dm for n in ("demo-flux", "demo-kontext")):
+        if any(models.cached(n).diffusion_model is dm for n in DEMO_MODELS):
             return DEFAULT_CFG
     except ImportError:
         pass
