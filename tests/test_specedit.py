@@ -96,13 +96,33 @@ def test_selection_threshold_budget_coverage_dilation():
     assert int(ring.sum()) == 8 and not bool(ring[0, 0, 3, 3])
 
 
-def test_batch_samples_share_one_token_count():
+def test_batch_samples_keep_their_own_cells():
     score = torch.zeros(2, 1, 6, 6)
     score[0, 0, 0, 0] = 1.0
     score[1, 0, 2:4, 2:4] = 1.0
     score[1, 0, 5, 5] = 0.4
     _, a, _ = discrepancy.unlock(score, VerifyOptions(threshold=0.5, coverage_stride=0, dilation=0))
-    assert a.flatten(1).sum(1).tolist() == [4, 4]
+    assert a.flatten(1).sum(1).tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_a_batch_row_equals_its_single_run(family):
+    """Two edits of one source in a batch, refining different numbers of cells (mask override):
+    the first row equals the same edit run alone (same seed: the batch's first noise row)."""
+    from fastdit.testing import tiny_models as tm
+    model, pos, neg, latent, vae = _inputs(family)
+    small, large = _painted(48, (8, 16), (8, 16)), _painted(48, (0, 40), (0, 24))
+    options = (VerifyOptions(threshold=0.5, coverage_stride=0, dilation=1, blend=0.8))
+    outs = []
+    for batch, mask in ((1, small), (2, torch.cat([small, large]))):
+        lat = {"samples": torch.zeros(tm.latent_shape(family, 24, 24, 1, batch))}
+        draft, _, _ = run_draft(model, pos, neg, lat, vae, 3, 8, 2.0, DraftOptions(0.5, 2, "latent"))
+        out, refined, _ = run_verify(model, draft, options, mask)
+        outs.append((out["samples"], refined))
+    (single, refined_single), (batched, refined_batch) = outs
+    assert refined_batch[0].sum() < refined_batch[1].sum()               # the rows refine different cells
+    assert torch.equal(refined_batch[:1], refined_single)
+    assert float((batched[:1] - single).abs().max()) < 1e-3
 
 
 def test_mask_override_maps_to_cells_and_checks_its_shape():

@@ -125,28 +125,14 @@ def boundary_ring(unlocked: torch.Tensor) -> torch.Tensor:
     return unlocked & dilate(~unlocked, 1)
 
 
-def equalise(up: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-    """Every sample of a batch at the same count (one sequence length): the samples with fewer
-    unlocked cells unlock their highest-scoring locked ones."""
-    counts = up.flatten(1).sum(1)
-    if bool((counts == counts.max()).all()):
-        return up
-    flat = up.flatten(1).clone()
-    ranked = score.flatten(1).masked_fill(flat, float("-inf")).argsort(dim=1, descending=True)
-    for b in range(flat.shape[0]):
-        n = int(counts.max() - counts[b])
-        flat[b, ranked[b, :n]] = True
-    return flat.view_as(up)
-
-
 def unlock(score: torch.Tensor, options) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(edited cells E, unlocked cells A, global edit) from per-cell scores and VerifyOptions:
-    A = dilate(E) | coverage, isolated locked cells filled, the batch equalised; a share of edited
+    A = dilate(E) | coverage, isolated locked cells filled, per sample (a batch runs ragged token sets,
+    fastdit.tokens); a share of edited
     cells above options.global_share in any sample unlocks everything."""
     edited = edited_cells(score, options.threshold, options.budget)
     share = edited.flatten(1).float().mean(1)
     if bool((share > options.global_share).any()):
         return edited, torch.ones_like(edited), True
     up = dilate(edited, options.dilation) | coverage(score.shape[1:], options.coverage_stride, score.device)
-    up = fill_isolated(up)
-    return edited, equalise(up, score), False
+    return edited, fill_isolated(up), False
