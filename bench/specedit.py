@@ -7,7 +7,8 @@ Every edit (bench_models.edit_cases) runs every row from the same seed's noise; 
 rotates per edit. Per row: FLOPs ratio against the baseline (counted as executed, metrics.FlopCounter),
 wall-clock ratio, PSNR of the decoded image against the baseline edit over the whole image and over
 the refined region (the latent pixels the first SpecEdit row refined, per edit; the same region for
-every row), scene / shape accuracy of the edited scene, PSNR of the pixels the edit must leave
+every row) and over its blended boundary ring (the refined cells next to locked ones, where
+the source is blended in), scene / shape accuracy of the edited scene, PSNR of the pixels the edit must leave
 alone against the source, and the share of cells refined. With `--matched` (default) plain Euler
 runs at the step count whose cost matches each SpecEdit row's on the first edit. The table so far
 is rewritten after every edit (OUT/table.md, OUT/results.json).
@@ -43,7 +44,7 @@ def run(edits=16, size=32, steps=30, cfg=3.0, specs=("specedit",), matched=True,
         if hasattr(c, "vae"):
             c.vae = bm.vae
         rows[c.name] = {"config": c, "model": counter.install(c.prepare(bm.model)), "flops": [], "seconds": [],
-                        "images": [], "refined": [], "accuracy": [], "shape": []}
+                        "images": [], "refined": [], "ring": [], "accuracy": [], "shape": []}
         return c.name
 
     names = [add(s) for s in ["baseline", *specs]]
@@ -65,6 +66,7 @@ def run(edits=16, size=32, steps=30, cfg=3.0, specs=("specedit",), matched=True,
             r["flops"].append(counter.flops)
             r["images"].append(bm.decode(lat)[:1].float().cpu())
             r["refined"].append(getattr(r["config"], "last_refined", None))
+            r["ring"].append(getattr(r["config"], "last_ring", None))
 
     for j, job in enumerate(jobs):
         run_one(j, job, list(names))
@@ -99,6 +101,7 @@ def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
     ref = torch.cat(base["images"][:len(jobs)])
     hw = ref.shape[1:3]
     region = torch.cat([_pixels_mask(m, hw) for m in rows[region_row]["refined"][:len(jobs)]]) if region_row else None
+    ring = torch.cat([_pixels_mask(m, hw) for m in rows[region_row]["ring"][:len(jobs)]]) if region_row else None
     out = []
     for n in names:
         r = rows[n]
@@ -110,6 +113,8 @@ def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
                "wall_ratio": sum(base["seconds"][:k]) / sum(r["seconds"][:k]), "seconds": sum(r["seconds"][:k]) / k,
                "psnr": metrics.pooled_psnr(metrics.psnr(imgs, ref)),
                "psnr_refined": metrics.pooled_psnr(metrics.psnr(imgs, ref, mask=region)) if region is not None else None,
+               "psnr_ring": metrics.pooled_psnr(metrics.psnr(imgs, ref, mask=ring))
+               if ring is not None and bool(ring.any()) else None,
                "scene_accuracy": sum(s["scene_accuracy"] for s in scores) / len(scores),
                "shape_accuracy": sum(s["shape_accuracy"] for s in scores) / len(scores),
                "unedited_psnr": metrics.pooled_psnr(unedited),
@@ -126,12 +131,14 @@ def summarize(bm, jobs, rows, names, region_row, steps, cfg, size):
 
 
 def format_table(results):
-    head = "| config | cost ratio | wall ratio | s/edit | PSNR vs baseline dB | refined region dB | scene acc. | shape acc. | unedited vs source dB | cells refined |"
-    lines = [head, "|" + "---|" * 10]
+    head = ("| config | cost ratio | wall ratio | s/edit | PSNR vs baseline dB | refined region dB | blend ring dB | "
+            "scene acc. | shape acc. | unedited vs source dB | cells refined |")
+    lines = [head, "|" + "---|" * 11]
     for r in results["rows"]:
         f = lambda v, spec: "-" if v is None else ("inf" if v == float("inf") else format(v, spec))  # noqa: E731
         lines.append(f"| {r['config']} | {f(r['cost_ratio'], '.2f')}x | {f(r['wall_ratio'], '.2f')}x | "
                      f"{f(r['seconds'], '.1f')} | {f(r['psnr'], '.2f')} | {f(r['psnr_refined'], '.2f')} | "
+                     f"{f(r.get('psnr_ring'), '.2f')} | "
                      f"{f(r['scene_accuracy'], '.3f')} | {f(r['shape_accuracy'], '.3f')} | {f(r['unedited_psnr'], '.2f')} | "
                      f"{f(r.get('refined_share'), '.3f')} |")
     return "\n".join(lines)

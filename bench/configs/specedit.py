@@ -7,7 +7,7 @@
     specedit:stack=hicache                    another configuration's model patch (its defaults) under SpecEdit
 
 `steps` is the pair's total (draft + verify; default: the preset's). The row keeps what the last
-run refined (`last_refined`, latent pixels; `last_summary`) for the region metrics of
+run refined (`last_refined`, latent pixels; its blended boundary ring `last_ring`; `last_summary`) for the region metrics of
 bench/specedit.py. `vae` is set by the harness that knows the model's VAE (default: the demo's).
 """
 from . import Config, register
@@ -25,6 +25,7 @@ class SpecEditConfig(Config):
         self.draft, self.verify, self.steps = draft, verify, steps
         self.vae = None
         self.last_refined = None
+        self.last_ring = None
         self.last_summary = None
 
     def sample(self, model, noise, positive, negative, latent, steps, cfg, seed):
@@ -39,7 +40,10 @@ class SpecEditConfig(Config):
         out, _, summary = run_verify(model, draft, self.verify)
         grid = draft.grid
         from fastdit.specedit.discrepancy import unlock
-        self.last_refined = grid.fine_pixels(unlock(draft.score, self.verify)[1])[:, 0, 0]   # [B, H, W]
+        from fastdit.specedit.locking import ring_pixels
+        unlocked = unlock(draft.score, self.verify)[1]
+        self.last_refined = grid.fine_pixels(unlocked)[:, 0, 0]   # [B, H, W]
+        self.last_ring = ring_pixels(grid, unlocked)[:, 0, 0]
         self.last_summary = summary
         return out["samples"]
 
