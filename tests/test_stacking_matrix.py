@@ -111,7 +111,7 @@ class _Failing:
 
 
 def _matrix(psnrs, runner=None):
-    m = st.StackingMatrix(files={"LoRA": "l", "ControlNet": "c", "hint": "h"}, runner=runner or _NoRunner())
+    m = st.StackingMatrix(files={"LoRA": "l", "hint": "h"}, runner=runner or _NoRunner())
     for stack, value in psnrs.items():
         m.record(stack, value)
     return m

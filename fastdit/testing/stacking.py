@@ -10,7 +10,8 @@ Definitions
     part         one node (or node pair) of a stack: the pack's HiCache, SVD-Cache (calibrate +
                  patch), Fresco (its KSampler node, or its SAMPLER in SamplerCustom); ComfyUI's
                  EasyCache, LazyCache, Context Windows (Manual) (over the latent's rows, dim 2),
-                 LoRA (LoraLoaderModelOnly) and ControlNet (ControlNetLoader + ControlNetApplyAdvanced).
+                 LoRA (LoraLoaderModelOnly) and ControlNet (ComfyUI's ControlNetFlux at the tiny
+                 model's width + ControlNetApplyAdvanced).
     accelerator  a part that approximates the model it is given: HiCache, SVD-Cache, Fresco,
                  EasyCache, LazyCache.
     content      a part that changes what is sampled: LoRA, ControlNet, context windows.
@@ -35,7 +36,6 @@ node asks: after LoRAs, before SVD-Cache.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import os
@@ -68,11 +68,10 @@ FRESCO = dict(preset="balanced")
 WINDOWS = dict(context_length=8, context_overlap=4, context_schedule="standard_static", fuse_method="pyramid", dim=2)
 
 LORA_FILE = "fastdit_tiny_flux_lora.safetensors"
-CONTROLNET_FILE = "fastdit_tiny_flux_controlnet.safetensors"
 HINT_FILE = "fastdit_tiny_flux_hint.png"
 
 
-# -- assets: a tiny LoRA, a tiny FLUX ControlNet (XLabs format) and its hint image ------------------
+# -- assets: a tiny LoRA, a tiny FLUX ControlNet and its hint image --------------------------------------
 def tiny_lora_state_dict(model, seed: int = 5, rank: int = 4, scale: float = 0.3) -> Dict[str, torch.Tensor]:
     """A LoRA in ComfyUI's lora_up / lora_down key format on three linear layers of a tiny FLUX model."""
     gen = torch.Generator().manual_seed(seed)
@@ -84,19 +83,38 @@ def tiny_lora_state_dict(model, seed: int = 5, rank: int = 4, scale: float = 0.3
     return lora
 
 
-def tiny_controlnet_state_dict(seed: int = 7, residual_scale: float = 0.2) -> Dict[str, torch.Tensor]:
-    """An XLabs-format FLUX ControlNet (controlnet_blocks, input_hint_block, pos_embed_input) the width
-    of the tiny FLUX model, built from ComfyUI's own ControlNetFlux class with seeded weights."""
+TINY_CONTROLNET_NODE = "FastDiTTestTinyFluxControlNet"
+
+
+def tiny_controlnet(seed: int = 7, residual_scale: float = 0.2):
+    """ComfyUI's ControlNet object around its own ControlNetFlux (XLabs layout: controlnet_blocks,
+    input_hint_block) at the width of the tiny FLUX model, with seeded weights. It is built here
+    rather than by ControlNetLoader because ComfyUI's FLUX detection knows only full-size head
+    layouts, which a 64-wide model cannot have."""
+    import comfy.controlnet
     import comfy.ldm.flux.controlnet
     import comfy.ops
-    config = tiny_models._flux_config()
-    net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, **config)
+    net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init,
+                                                   **tiny_models._flux_config())
     tiny_models.init_weights(net, seed)
     with torch.no_grad():
         for block in list(net.controlnet_blocks) + list(net.controlnet_single_blocks):
             block.weight.mul_(residual_scale)
-    # XLabs files name the q/k norms' weights ".scale" (newer ComfyUI renames them to ".weight" on load)
-    return {re.sub(r"_norm\.weight$", "_norm.scale", k): v.contiguous() for k, v in net.state_dict().items()}
+    return comfy.controlnet.ControlNet(net, extra_conds=["y", "guidance"])   # as ComfyUI's XLabs loader
+
+
+class TinyFluxControlNet:
+    """Test graphs' ControlNet source (registered by GraphRunner like any custom node)."""
+    RETURN_TYPES = ("CONTROL_NET",)
+    FUNCTION = "build"
+    CATEGORY = "FastDiT/testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def build(self):
+        return (tiny_controlnet(),)
 
 
 def hint_image(size: int = 64):
@@ -110,43 +128,17 @@ def hint_image(size: int = 64):
 
 
 def write_assets() -> Dict[str, str]:
-    """Writes the LoRA, the ControlNet and the hint image into ComfyUI's loras, controlnet and input
-    folders (where the loader nodes look); returns {part: file name}."""
+    """Writes the LoRA and the ControlNet's hint image into ComfyUI's loras and input folders (where
+    the loader nodes look); returns {part: file name}."""
     import folder_paths
     from safetensors.torch import save_file
     paths = {"LoRA": (folder_paths.get_folder_paths("loras")[0], LORA_FILE),
-             "ControlNet": (folder_paths.get_folder_paths("controlnet")[0], CONTROLNET_FILE),
              "hint": (folder_paths.get_input_directory(), HINT_FILE)}
     for folder, _ in paths.values():
         os.makedirs(folder, exist_ok=True)
     save_file(tiny_lora_state_dict(tiny_models.make_model("flux")), os.path.join(*paths["LoRA"]))
-    save_file(tiny_controlnet_state_dict(), os.path.join(*paths["ControlNet"]))
     hint_image().save(os.path.join(*paths["hint"]))
     return {k: name for k, (_, name) in paths.items()}
-
-
-@contextlib.contextmanager
-def tiny_controlnet_detection():
-    """While active, ComfyUI's model detection answers the tiny FLUX config for a ControlNet state dict
-    of the tiny model's width. Its FLUX.1 detection fixes the head layout (24 heads of 128, or
-    width / 128 heads), which a 64-wide model cannot have; the rest of the loader (format
-    recognition, ControlNetFlux, weight loading, the ControlNet object) is ComfyUI's own."""
-    import comfy.model_detection
-    import comfy.supported_models
-    original = comfy.model_detection.model_config_from_unet
-    width = tiny_models._flux_config()["hidden_size"]
-
-    def detect(state_dict, prefix, *args, **kwargs):
-        w = state_dict.get(f"{prefix}img_in.weight")
-        if f"{prefix}controlnet_blocks.0.weight" in state_dict and w is not None and w.shape[0] == width:
-            return comfy.supported_models.Flux(tiny_models._flux_config())
-        return original(state_dict, prefix, *args, **kwargs)
-
-    comfy.model_detection.model_config_from_unet = detect
-    try:
-        yield
-    finally:
-        comfy.model_detection.model_config_from_unet = original
 
 
 # -- graph builders ---------------------------------------------------------------------------------
@@ -204,7 +196,7 @@ def _branch(g: Graph, src: str, stack: Sequence[str], files: Dict[str, str], fre
     """Adds the nodes of `stack` (in order) after the tiny model `src`; returns the decoded image's node."""
     model, positive, negative = (src, 0), (src, 1), (src, 2)
     if "ControlNet" in stack:
-        net = g.add("ControlNetLoader", control_net_name=files["ControlNet"])
+        net = g.add(TINY_CONTROLNET_NODE)
         hint = g.add("LoadImage", image=files["hint"])
         apply = g.add("ControlNetApplyAdvanced", positive=positive, negative=negative, control_net=(net, 0),
                       image=(hint, 0), strength=1.0, start_percent=0.0, end_percent=1.0)
@@ -266,6 +258,8 @@ class GraphRunner:
     def __init__(self, cache_size: int = 1000):
         import execution
         from .comfy_env import _QuietServer
+        import nodes
+        nodes.NODE_CLASS_MAPPINGS.setdefault(TINY_CONTROLNET_NODE, TinyFluxControlNet)
         self.server = _QuietServer()
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.LRU,
                                                  cache_args={"lru": cache_size, "ram": 0, "ram_inactive": 0})
@@ -277,8 +271,7 @@ class GraphRunner:
         valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt(pid, graph, None))
         if not valid:
             raise ValueError(f"invalid graph: {err.get('message')}: {node_errors}")
-        with tiny_controlnet_detection():
-            self.executor.execute(graph, pid, {}, outputs)
+        self.executor.execute(graph, pid, {}, outputs)
         if not self.executor.success:
             errors = [d for ev, d in self.executor.status_messages if ev == "execution_error"]
             e = errors[0] if errors else {}
