@@ -106,7 +106,7 @@ class FrescoRun:
         self.history = deque(maxlen=options.variance_window)        # coarse x0 estimates (selection)
         self.x0 = None
         self.up = None
-        self.changes = 0
+        self.changes = [0] * x.shape[0]                               # resolution changes per sample
         self.layouts = []
         self.sigmas = sigmas.clone()                                  # the schedule the model sees
         self.extra_args = dict(extra_args, model_options=self._model_options(extra_args.get("model_options", {})))
@@ -152,7 +152,8 @@ class FrescoRun:
         stage = self.plan.stage(i)
         target = round(self.plan.fine_share(i) * self.grid.cells)
         new_up = torch.ones_like(self.up) if stage == 3 else select(self.up, self._score(i), target)
-        if torch.equal(new_up, self.up):
+        changed = (new_up != self.up).flatten(1).any(1)               # per sample
+        if not bool(changed.any()):
             return x, sigma
         x5 = as5d(x)
         fine_before = self.grid.fine_pixels(self.up)
@@ -163,19 +164,31 @@ class FrescoRun:
             x5, s = same_t(self.grid, x5, new_pixels, s, as5d(self.x0), noise, self.options.expansion,
                            self.source, self.field.field)
         else:
-            x5, s = snr_matched(self.grid, x5, new_pixels, fine_before, s, noise, self.options.expansion,
-                                self.options.renoise, self.source)
-            self.sigmas[i] = s
-        self.changes += 1
+            moved, s = snr_matched(self.grid, x5, new_pixels, fine_before, s, noise, self.options.expansion,
+                                   self.options.renoise, self.source)
+            x5, sigma = self._jump(i, x5, moved, s, changed)
+        self.changes = [k + int(c) for k, c in zip(self.changes, changed.tolist())]
         self._set_layout(new_up, stage)
-        return x5.reshape(x.shape), self.sigmas[i]
+        return x5.reshape(x.shape), sigma
+
+    def _jump(self, i, x5, moved, s, changed):
+        """SNR-matched: the samples whose cells changed move to `s`, the others stay at sigmas[i].
+        Returns (carrier, sigma): one sigma, or one per sample where they differ; the schedule the
+        model sees keeps the first sample's (caches read the first row's sigma)."""
+        if bool(changed.all()):
+            self.sigmas[i] = s
+            return moved, self.sigmas[i]
+        per_sample = torch.where(changed.to(self.sigmas.device), self.sigmas.new_tensor(s), self.sigmas[i])
+        self.sigmas[i] = per_sample[0]
+        return torch.where(changed.view(-1, 1, 1, 1, 1), moved, x5), per_sample.to(x5.device)
 
     def _score(self, i):
         choice = self.options.selection
         if choice == "variance" and len(self.history) >= 2:
             return variance_score(list(self.history), self.options.variance_statistic)
         if choice == "random":
-            return random_score(self.grid.cell_shape, self.up.shape[0], self.field.seed * 7919 + i, self.up.device)
+            seeds = self.field.sample_seeds(self.field.seed * 7919 + i)
+            return random_score(self.grid.cell_shape, seeds, self.up.device)
         return edge_score(self.history[-1])   # "edge", or variance with a single estimate so far
 
     def observe(self, denoised):
@@ -202,6 +215,8 @@ def sample_fresco(model, x, sigmas, extra_args=None, callback=None, disable=None
         run.observe(denoised)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+        if sigma.ndim:                                   # one sigma per sample (an SNR-matched jump)
+            sigma = sigma.view(-1, *[1] * (x.ndim - 1))
         x = x + (x - denoised) / sigma * (sigmas[i + 1] - sigma)
     log.info(run.summary())
     return x

@@ -5,22 +5,55 @@ image structure as a plain sampler. Every scale reads the same field: the coarse
 is the Haar DC of E over each f x f block (unit variance), and the children created by an
 upsampling take E's detail coefficients, so the children's noise reproduces E exactly.
 `fresh(k)` is independent noise for the "independent re-noise" ablation: a new draw per
-resolution change k, seeded from the run's seed.
+resolution change k. Every random draw of a run (fresh noise, random selection) is seeded per
+sample from the run's seed and a digest of that sample's own noise, so a sample draws the same
+alone as in any batch, and samples with different noise draw differently.
 """
+import hashlib
+from typing import Sequence, Union
+
 import torch
 
 from .haar import block_mean, haar_dc, haar_detail
+
+
+def noise_digest(row: torch.Tensor) -> bytes:
+    """SHA-256 of one sample's noise (its float32 values)."""
+    return hashlib.sha256(row.detach().float().cpu().contiguous().numpy().tobytes()).digest()
+
+
+def mix_seed(salt: int, digest: bytes) -> int:
+    """A generator seed from an integer salt and a sample's noise digest."""
+    key = (int(salt) % 2 ** 64).to_bytes(8, "little") + digest
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % 2 ** 63
 
 
 class NoiseField:
     def __init__(self, field, seed):
         self.field = field            # [B, C, T, H, W], the sampler's noise
         self.seed = int(seed or 0)
+        self._digests = None
 
-    def fresh(self, k):
-        gen = torch.Generator().manual_seed((self.seed * 1000003 + 7919 * (k + 1)) % (2 ** 63))
-        noise = torch.randn(self.field.shape, generator=gen, dtype=torch.float32)
-        return noise.to(device=self.field.device, dtype=self.field.dtype)
+    @property
+    def digests(self) -> list:
+        """Per sample: the digest of its noise (computed once, on first use)."""
+        if self._digests is None:
+            self._digests = [noise_digest(row) for row in self.field]
+        return self._digests
+
+    def sample_seeds(self, salt: Union[int, Sequence[int]]) -> list:
+        """One generator seed per sample from `salt` (one, or one per sample) and its noise."""
+        salts = [salt] * len(self.digests) if isinstance(salt, int) else list(salt)
+        return [mix_seed(s, d) for s, d in zip(salts, self.digests)]
+
+    def fresh(self, changes: Union[int, Sequence[int]]) -> torch.Tensor:
+        """Independent noise of the field's shape for each sample's resolution change `changes`
+        (one count, or one per sample)."""
+        counts = [changes] * self.field.shape[0] if isinstance(changes, int) else list(changes)
+        seeds = self.sample_seeds([self.seed * 1000003 + 7919 * (k + 1) for k in counts])
+        rows = [torch.randn(self.field.shape[1:], generator=torch.Generator().manual_seed(s), dtype=torch.float32)
+                for s in seeds]
+        return torch.stack(rows).to(device=self.field.device, dtype=self.field.dtype)
 
 
 def coarse_noise(noise, grid):
@@ -50,4 +83,5 @@ def spread_coarse_noise(noise, grid):
     return grid.spread(coarse_noise(noise, grid))
 
 
-__all__ = ["NoiseField", "coarse_noise", "coarse_start", "detail_noise", "spread_coarse_noise"]
+__all__ = ["NoiseField", "coarse_noise", "coarse_start", "detail_noise", "mix_seed", "noise_digest",
+           "spread_coarse_noise"]

@@ -8,7 +8,7 @@ keeps the cells with the *lowest* rank first:
             variance is dominated by the deterministic noise decay), averaged over the cell; or
             "channel": Var over the cell's values of the last change of the estimate.
   edge      RALU-style: strongest gradients of the estimate first (ablation).
-  random    a seeded draw (ablation).
+  random    a seeded draw per sample (ablation; seeded from the sample's own noise).
 After the budget is met, coarse cells whose 4 neighbours are all up are filled in (no isolated
 coarse holes, as SpotEdit prunes isolated points). Each sample's cells depend on that sample
 alone: samples may end with different counts (the token set runs them as separate groups).
@@ -48,9 +48,10 @@ def edge_score(x0_coarse):
     return -_per_cell(g)
 
 
-def random_score(cell_shape, batch, seed, device):
-    gen = torch.Generator().manual_seed(int(seed) % (2 ** 63))
-    return torch.rand((batch, *cell_shape), generator=gen).to(device)
+def random_score(cell_shape: tuple, seeds: list, device) -> torch.Tensor:
+    """Uniform scores [B, *cell_shape], sample b's drawn from its own generator seed `seeds[b]`."""
+    draws = [torch.rand(cell_shape, generator=torch.Generator().manual_seed(int(s) % 2 ** 63)) for s in seeds]
+    return torch.stack(draws).to(device)
 
 
 def _take_lowest(up, score, count):

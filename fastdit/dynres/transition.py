@@ -13,6 +13,8 @@ new fine pixels take: the unified field E, or fresh noise for the ablation.
     an exact state at t' built from the current coarse state itself. Every other token moves to
     t' along its own straight path, z' = b z + a n with b = (1-t')/(1-t): n is the field
     (unified: a = t' - b t, the same-path re-parameterisation) or fresh noise (a keeps variance).
+    In a batch only the samples whose cells change take the jump (FrescoRun._jump): a sample
+    whose layout stays keeps t, as it would alone.
 
 img2img (`source` L: the latent being denoised, the schedule starting below sigma_max). The state
 holds a (1 - t) share of signal, so an expansion must neither drop L's detail (the coarse cells hold
