@@ -67,3 +67,26 @@ def test_bad_arguments_are_rejected():
         forecast_reference([torch.zeros(2)] * 5, [1.0] * 4)
     with pytest.raises(ValueError, match="share shape"):
         forecast_reference([torch.zeros(2), torch.zeros(3)], [1.0])
+
+
+def test_chunked_half_precision_path_equals_whole_tensor_fp32_accumulation():
+    """Half-precision terms accumulate in fp32 chunk by chunk; the result is bit for bit what
+    converting each whole term to fp32 gives (sizes spanning several chunks, a remainder, and a
+    non-contiguous `out`)."""
+    from kernels import forecast as fc
+    gen = torch.Generator().manual_seed(3)
+    for dtype in (torch.bfloat16, torch.float16):
+        for shape in ((2, 333, 256), (fc.CHUNK + 5,), (7,)):
+            terms = [torch.randn(shape, generator=gen).to(dtype) for _ in range(3)]
+            coeffs = [0.37, -0.11]
+            whole = terms[0].float()
+            for c, t in zip(coeffs, terms[1:]):
+                whole.add_(t.float(), alpha=c)   # whole-tensor conversion, the same fp32 add
+            whole = whole.to(dtype)
+            assert torch.equal(forecast_reference(terms, coeffs), whole)
+            out = torch.empty(shape, dtype=dtype)
+            assert forecast_reference(terms, coeffs, out=out) is out and torch.equal(out, whole)
+        strided = torch.empty((2, 333, 512), dtype=dtype)[..., ::2]
+        terms = [torch.randn((2, 333, 256), generator=gen).to(dtype) for _ in range(2)]
+        forecast_reference(terms, [0.5], out=strided)
+        assert torch.equal(strided, terms[0].float().add_(terms[1].float(), alpha=0.5).to(dtype))
