@@ -9,8 +9,9 @@
     svdcache:subspace=full                    the EMA rule on the whole feature (no residual split)
 
 basis=other (default) calibrates once, before any timing, on a reference prompt that is not among
-the bench prompts (demo models: a demo-world prompt from another seed; other models: random text
-features of another seed), at `calib_size` (latent side), `calib_steps` and the model's bench CFG
+the bench prompts (demo models: a demo-world prompt from another seed, for demo-kontext an edit of
+another seed with its source image as the reference; other models: random text features of another
+seed), at `calib_size` (latent side), `calib_steps` and the model's bench CFG
 (`calib_cfg`). basis=same calibrates inside each sampling call on the job's own prompt, seed and
 resolution with the bench's steps: its FLOPs column counts only the cached run (the calibration
 runs on the uncounted model), but its wall clock includes the calibration.
@@ -36,6 +37,8 @@ def _reference(model, size):
         for name in DEMO_MODELS:
             if models.cached.cache_info().currsize and models.cached(name).diffusion_model is dm:
                 demo = models.cached(name)
+                if name == "demo-kontext":
+                    return _edit_reference(demo, size)
                 prompts = open_world.benchmark_prompts if name == "demo-flux-open" else world.benchmark_prompts
                 prompt = prompts(1, seed=98765)[0]
                 return (demo.conditioning(prompt), demo.conditioning(""),
@@ -47,6 +50,18 @@ def _reference(model, size):
     frames = 3 if fam in ("hunyuan_video", "wan") else 1
     return (tm.conditioning(fam, seed=98765), tm.conditioning(fam, seed=10_000),
             {"samples": torch.zeros(tm.latent_shape(fam, size, size, frames=frames))}, "random text features")
+
+
+def _edit_reference(demo, size):
+    """An edit of demo-kontext that no bench job uses (its source image as the reference latent)."""
+    import torch
+
+    from demo import models, world
+    from demo.bench_models import _with_reference, edit_cases
+    src, edit = edit_cases(1, seed=98765)[0]
+    ref = models.vae().encode(world.render(src, 2 * size, 2 * size))
+    return (_with_reference(demo.conditioning(edit.prompt()), ref), _with_reference(demo.conditioning(""), ref),
+            {"samples": torch.zeros(1, 16, size, size)}, f"{src.prompt()} | {edit.prompt()}")
 
 
 def _demo_cfg(model):
