@@ -4,12 +4,14 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..fastdit.dynres.layout import POSITION_MODES
-from ..fastdit.specedit.options import FACTORS, MEASURES, DraftOptions, VerifyOptions
+from ..fastdit.specedit.options import FACTORS, MEASURES, RESOLUTIONS, RING_MODES, DraftOptions, VerifyOptions
 from ..fastdit.specedit.sampler import run_draft, run_verify
 
 CATEGORY = "FastDiT/dynamic-resolution"
 SpecEditDraftType = io.Custom("SPECEDIT_DRAFT")
 FACTOR_CHOICES = [str(f) for f in FACTORS]
+DEFAULT_RESOLUTION = DraftOptions.resolution
+DEFAULT_RING = VerifyOptions.ring
 
 
 class FastDiTSpecEditDraft(io.ComfyNode):
@@ -30,18 +32,23 @@ class FastDiTSpecEditDraft(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The output latent: the reference image's size."),
                 io.Vae.Input("vae", tooltip="Decodes the draft preview; the 'vae' discrepancy reads its decoder."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                io.Int.Input("steps", default=14, min=2, max=10000,
+                io.Int.Input("steps", default=10, min=2, max=10000,
                              tooltip="Steps of the whole edit (draft + verify), on one sigma schedule."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01),
                 io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple"),
-                io.Float.Input("draft_fraction", default=0.4, min=0.05, max=0.95, step=0.05,
-                               tooltip="Share of the steps run as the low-resolution draft."),
+                io.Float.Input("draft_fraction", default=0.2, min=0.05, max=0.95, step=0.05,
+                               tooltip="Share of the steps run as the draft."),
                 io.Combo.Input("coarse_factor", options=FACTOR_CHOICES, default="2",
                                tooltip="Downsampling per axis of the draft and of locked regions."),
                 io.Combo.Input("discrepancy", options=list(MEASURES), default="vae",
                                tooltip="How the draft is compared with the source per token. vae: the VAE "
                                        "decoder's first feature maps (channel-normalised), or the decoded pixels "
                                        "for VAEs without a convolutional decoder; latent: squared latent distance."),
+                io.Combo.Input("resolution", options=list(RESOLUTIONS), default=DEFAULT_RESOLUTION, optional=True,
+                               tooltip="Tokens of the draft's steps. full: the edit's own first steps (the outcome "
+                                       "follows the full edit's; locked regions go coarse only in verify); coarse: "
+                                       "target and reference at 1/coarse_factor per axis (cheaper; on small images "
+                                       "it can change the edit's outcome)."),
             ],
             outputs=[SpecEditDraftType.Output(display_name="draft"),
                      io.Image.Output(display_name="preview", tooltip="The draft's predicted clean image."),
@@ -51,10 +58,10 @@ class FastDiTSpecEditDraft(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, vae, seed, steps, cfg, scheduler, draft_fraction,
-                coarse_factor, discrepancy) -> io.NodeOutput:
+                coarse_factor, discrepancy, resolution=DEFAULT_RESOLUTION) -> io.NodeOutput:
         if str(coarse_factor) not in FACTOR_CHOICES:
             raise ValueError(f"SpecEdit coarse_factor must be one of {', '.join(FACTOR_CHOICES)}, not {coarse_factor!r}")
-        options = DraftOptions(draft_fraction, int(coarse_factor), discrepancy)
+        options = DraftOptions(draft_fraction, int(coarse_factor), discrepancy, resolution)
         draft, image, mask = run_draft(model, positive, negative, latent, vae, seed, steps, cfg, options, scheduler)
         return io.NodeOutput(draft, image, mask)
 
@@ -73,7 +80,7 @@ class FastDiTSpecEditVerify(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The draft's model (patches such as HiCache may be added)."),
                 SpecEditDraftType.Input("draft"),
-                io.Float.Input("threshold", default=0.03, min=0.0, max=10.0, step=0.005,
+                io.Float.Input("threshold", default=0.015, min=0.0, max=10.0, step=0.005,
                                tooltip="A token is edited where the discrepancy is at least this."),
                 io.Float.Input("budget", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Above 0: refine this share of the tokens (the most changed) instead of "
@@ -92,6 +99,11 @@ class FastDiTSpecEditVerify(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="Overrides the draft's discrepancy (any size of the image's aspect ratio): "
                                       "the threshold then selects from it; a painted 0/1 mask selects its cells."),
+                io.Combo.Input("ring", options=list(RING_MODES), default=DEFAULT_RING, optional=True,
+                               tooltip="Which refined cells next to locked ones are blended towards the source. "
+                                       "unchanged: only those the edit left within the threshold of the source "
+                                       "(a cell the edit changed, e.g. an object's edge, keeps the edit); all: "
+                                       "every one."),
             ],
             outputs=[io.Latent.Output(), io.Mask.Output(display_name="refined",
                                                         tooltip="The tokens computed at full resolution.")],
@@ -99,7 +111,8 @@ class FastDiTSpecEditVerify(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, draft, threshold, budget, coverage_stride, dilation, boundary_blend, positions="fine",
-                mask=None) -> io.NodeOutput:
-        options = VerifyOptions(threshold, budget, coverage_stride, dilation, boundary_blend, positions=positions)
+                mask=None, ring=DEFAULT_RING) -> io.NodeOutput:
+        options = VerifyOptions(threshold, budget, coverage_stride, dilation, boundary_blend, positions=positions,
+                                ring=ring)
         latent, refined, _ = run_verify(model, draft, options, mask)
         return io.NodeOutput(latent, refined)

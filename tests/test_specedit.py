@@ -35,18 +35,20 @@ def test_nodes_are_registered(pack_nodes):
         assert schema.display_name == display and schema.category == "FastDiT/dynamic-resolution"
 
 
+@pytest.mark.parametrize("resolution", ["full", "coarse"])
 @pytest.mark.parametrize("family", EDIT_FAMILIES)
-def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family):
+def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family, resolution):
     """24x24 latent, factor 2: 6x6 cells of 4x4 latent pixels. A painted mask selects cells
     (1..2, 1..2); dilation 1 unlocks the 4x4 block (0..3, 0..3). Latent level, as the verify node
     returns it: every pixel of a locked cell equals the source latent, bit for bit; the 7 ring
-    cells (row or column 3) are 0.8 source + 0.2 edit; the 9 others are generated."""
+    cells (row or column 3) are 0.8 source + 0.2 edit (ring = all); the 9 others are generated."""
     model, pos, neg, latent, vae = _inputs(family)
     draft, preview, disc = pack_nodes["FastDiTSpecEditDraft"].execute(
-        model, pos, neg, latent, vae, 3, 8, 2.0, "simple", 0.5, "2", "latent").args
+        model, pos, neg, latent, vae, 3, 8, 2.0, "simple", 0.5, "2", "latent", resolution).args
     assert preview.shape == (1, 48, 48, 3) and disc.shape == (1, 48, 48)
     mask = _painted(48, (8, 24), (8, 24))
-    out, refined = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.8, "fine", mask).args
+    verify = pack_nodes["FastDiTSpecEditVerify"].execute
+    out, refined = verify(model, draft, 0.5, 0.0, 0, 1, 0.8, "fine", mask, "all").args
     x, src = as5d(out["samples"]), as5d(pos[0][1]["reference_latents"][0])
     assert x.shape == src.shape
     cells = refined[0, ::8, ::8]                                          # 8 image px per cell
@@ -62,7 +64,7 @@ def test_nodes_lock_every_pixel_outside_the_refined_cells(pack_nodes, family):
     assert float(diff[:, ~px].max()) == 0.0                              # locked: exactly the source
     assert float(diff[:, inner].mean()) > 0.05                           # refined: generated
     # the ring is the blend of source and edit: rerun verify without blending to get the edit there
-    out0, _ = pack_nodes["FastDiTSpecEditVerify"].execute(model, draft, 0.5, 0.0, 0, 1, 0.0, "fine", mask).args
+    out0, _ = verify(model, draft, 0.5, 0.0, 0, 1, 0.0, "fine", mask, "all").args
     x0 = as5d(out0["samples"])
     assert torch.allclose(x[..., ring], (0.8 * src + 0.2 * x0)[..., ring], atol=1e-5)
     assert torch.equal(x[..., inner], x0[..., inner])                   # verify does not change the draft
@@ -235,3 +237,92 @@ def test_vae_measure_reads_a_convolutional_decoders_first_layers():
         score, view = discrepancy.vae_score(vae, x0, source, grid)
     assert view == "decoder features" and score.shape == (1, 1, 4, 4)
     assert int(score.flatten().argmax()) == 1 * 4 + 2 and float(score[0, 0, 0, 0]) < 0.5 * float(score[0, 0, 1, 2])
+
+
+# -- draft resolution and ring blending ---------------------------------------------------------
+def test_new_inputs_come_last_and_are_optional(pack_nodes):
+    """Saved workflows keep their widget values: the draft's `resolution` and verify's `ring` are
+    the last inputs, optional, after the inputs of earlier versions."""
+    draft = pack_nodes["FastDiTSpecEditDraft"].define_schema().inputs
+    verify = pack_nodes["FastDiTSpecEditVerify"].define_schema().inputs
+    assert [i.id for i in draft][-4:] == ["draft_fraction", "coarse_factor", "discrepancy", "resolution"]
+    assert [i.id for i in verify][-3:] == ["positions", "mask", "ring"]
+    assert draft[-1].optional and draft[-1].default == "full" and draft[-1].options == ["coarse", "full"]
+    assert verify[-1].optional and verify[-1].default == "unchanged" and verify[-1].options == ["all", "unchanged"]
+
+
+def test_a_full_resolution_draft_is_plain_eulers_start():
+    """resolution = full: the draft's state after its steps is plain Euler's (ComfyUI's sampler, same
+    sigmas and noise), so the edit starts on the full edit's own path."""
+    import comfy.k_diffusion.sampling
+    import comfy.sample
+    import comfy.samplers
+    model, pos, neg, latent, vae = _inputs("flux_kontext", 16)
+    draft, _, _ = run_draft(model, pos, neg, latent, vae, 5, 10, 2.0, DraftOptions(0.3, 2, "latent", "full"))
+    assert draft.draft_steps == 3
+    noise = comfy.sample.prepare_noise(latent["samples"], 5)
+    states = []
+
+    def euler(*args, **kwargs):                   # ComfyUI's Euler; its state before the output scaling
+        states.append(comfy.k_diffusion.sampling.sample_euler(*args, **kwargs))
+        return states[-1]
+    comfy.sample.sample_custom(model, noise, 2.0, comfy.samplers.KSAMPLER(euler), draft.sigmas[:4], pos, neg,
+                               latent["samples"], seed=5)
+    euler = states[0]
+    assert float((draft.carrier - euler).abs().max()) < 1e-4 * float(euler.abs().max())
+    coarse, _, _ = run_draft(model, pos, neg, latent, vae, 5, 10, 2.0, DraftOptions(0.3, 2, "latent", "coarse"))
+    assert float((coarse.carrier - euler).abs().max()) > 0.1 * float(euler.abs().max())
+
+
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
+def test_ring_unchanged_blends_only_the_ring_cells_the_edit_left_alone(family):
+    """ring = unchanged: a ring cell with a latent pixel the edit moved by at least the threshold
+    (locking.changed_cells) keeps the edit; the other ring cells are blended as with ring = all;
+    locked pixels are the source bit for bit. The threshold is set between the ring cells' changes
+    so that both kinds occur."""
+    from fastdit.specedit.locking import changed_cells
+    model, pos, neg, latent, vae = _inputs(family)
+    draft, _, _ = run_draft(model, pos, neg, latent, vae, 3, 8, 2.0, DraftOptions(0.5, 2, "latent"))
+    mask = _painted(48, (8, 24), (8, 24))
+    plain = VerifyOptions(threshold=0.5, coverage_stride=0, dilation=1, blend=0.0)
+    edit, refined, _ = run_verify(model, draft, plain, mask)
+    grid, base = draft.grid, model.model
+    x, src = as5d(edit["samples"]), as5d(pos[0][1]["reference_latents"][0])
+    unlocked = refined[:, ::8, ::8].bool()[:, None]
+    ring = discrepancy.boundary_ring(unlocked)
+    d = (as5d(base.process_latent_in(edit["samples"])) - as5d(base.process_latent_in(src))).pow(2).mean(1) / 4
+    peak = d.reshape(1, 1, 6, 4, 6, 4).amax((3, 5))
+    tau = float(peak[ring].median())
+    out, _, summary = run_verify(model, draft, VerifyOptions(tau, 0.0, 0, 1, 0.8, ring="unchanged"),
+                                 mask * (tau + 1))                       # the same cells at this threshold
+    y = as5d(out["samples"])
+    kept = changed_cells(grid, as5d(base.process_latent_in(edit["samples"])), as5d(base.process_latent_in(src)), tau)
+    assert torch.equal(kept, peak >= tau) and 0 < int((kept & ring).sum()) < int(ring.sum())
+    assert summary["ring_unblended"] == int((kept & ring).sum())
+    px = lambda cells: grid.fine_pixels(cells)[0, 0]                     # noqa: E731
+    assert torch.equal(y[..., px(kept & ring)], x[..., px(kept & ring)])
+    blended = ring & ~kept
+    assert torch.allclose(y[..., px(blended)], (0.8 * src + 0.2 * x)[..., px(blended)], atol=1e-5)
+    assert float((y - src).abs()[..., ~px(unlocked)].max()) == 0.0
+
+
+def test_demo_kontext_removal_keeps_the_removed_objects_edge_out_of_the_ring():
+    """demo-kontext "remove the red diamond" (edit 5 of the bench, 32x32 latent, the coarse preset:
+    14 steps, 6 of them a coarse draft, threshold 0.03): with
+    ring = all the blended ring puts 80 % of the removed object's edge back; ring = unchanged keeps
+    the edit there, so the pixels the edit must change are much closer to the exact edited render."""
+    from demo import bench_models, world
+    from fastdit import metrics
+    bm = bench_models.load("demo-kontext")
+    job = bm.jobs(5, [0], 32, 32)[4]
+    src_scene, edit = bench_models.edit_cases(5)[4]
+    assert "remove" in job.label
+    target = world.render(edit.apply(src_scene), 64, 64)
+    draft, _, _ = run_draft(bm.model, job.positive, job.negative, {"samples": job.latent}, bm.vae, job.seed, 14,
+                            3.0, DraftOptions(0.4, 2, "vae", "coarse"))
+    changed = 1 - job.unedited_mask.float()
+    db = {}
+    for ring in ("all", "unchanged"):
+        out, _, _ = run_verify(bm.model, draft, VerifyOptions(threshold=0.03, ring=ring))
+        db[ring] = float(metrics.psnr(bm.decode(out["samples"]).float(), target, mask=changed)[0])
+    assert db["unchanged"] > db["all"] + 3.0, db

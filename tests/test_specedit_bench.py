@@ -4,9 +4,9 @@ import math
 
 def test_bench_rows_report_cost_regions_and_the_blend_ring():
     from bench import specedit
-    res = specedit.run(edits=1, size=16, steps=6, specs=("specedit:steps=6",), matched=False, log=lambda *a: None)
+    res = specedit.run(edits=1, size=16, steps=6, specs=("specedit:steps=6,fraction=0.4,resolution=coarse",), matched=False, log=lambda *a: None)
     rows = {r["config"]: r for r in res["rows"]}
-    base, spec = rows["baseline"], rows["specedit:steps=6"]
+    base, spec = rows["baseline"], rows["specedit:steps=6,fraction=0.4,resolution=coarse"]
     assert base["psnr"] == math.inf and base["psnr_ring"] == math.inf and base["cost_ratio"] == 1.0
     assert spec["cost_ratio"] > 1.2                                  # the draft and the locked cells cost less
     assert 0.0 < spec["refined_share"] < 1.0

@@ -4,6 +4,9 @@
     specedit:steps=14,fraction=0.4,threshold=0.03,measure=vae,stride=4,dilation=1,blend=0.8
     specedit:budget=0.25                      refine the 25 % most changed cells instead of a threshold
     specedit:stride=0                         no coverage set (ablation)
+    specedit:preset=coarse                    the coarse draft (14 steps: 6 at 1/4 of the tokens + 8)
+    specedit:resolution=coarse                a coarse draft with the preset's other settings
+    specedit:ring=all                         blend every ring cell (also those the edit changed)
     specedit:stack=hicache                    another configuration's model patch (its defaults) under SpecEdit
 
 `steps` is the pair's total (draft + verify; default: the preset's). The row keeps what the last
@@ -12,10 +15,11 @@ bench/specedit.py. `vae` is set by the harness that knows the model's VAE (defau
 """
 from . import Config, register
 
-PRESETS = {  # total steps, draft fraction, threshold, coverage stride (FLUX.1-Kontext-sized defaults scale the same)
-    "quality": dict(steps=20, fraction=0.4, threshold=0.02, stride=4),
-    "balanced": dict(steps=14, fraction=0.4, threshold=0.03, stride=4),
-    "fast": dict(steps=10, fraction=0.5, threshold=0.03, stride=0),
+PRESETS = {  # total steps, draft fraction, threshold, coverage stride, draft resolution, ring blending
+    "balanced": dict(steps=10, fraction=0.2, threshold=0.015, stride=4, resolution="full", ring="unchanged"),
+    "coarse": dict(steps=14, fraction=0.4, threshold=0.03, stride=4, resolution="coarse", ring="unchanged"),
+    "quality": dict(steps=20, fraction=0.4, threshold=0.02, stride=4, resolution="coarse", ring="all"),
+    "fast": dict(steps=10, fraction=0.5, threshold=0.03, stride=0, resolution="coarse", ring="all"),
 }
 
 
@@ -50,15 +54,17 @@ class SpecEditConfig(Config):
 
 @register("specedit")
 def specedit(preset="balanced", steps=None, fraction=None, factor=2, measure="vae", threshold=None, budget=0.0,
-             stride=None, dilation=1, blend=0.8, positions="fine", stack=None):
+             stride=None, dilation=1, blend=0.8, positions="fine", resolution=None, ring=None,
+             stack=None):
     from fastdit.specedit.options import DraftOptions, VerifyOptions
     if preset not in PRESETS:
         raise ValueError(f"specedit preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     p = PRESETS[preset]
-    draft = DraftOptions(fraction if fraction is not None else p["fraction"], factor, measure).validated()
+    draft = DraftOptions(fraction if fraction is not None else p["fraction"], factor, measure,
+                         resolution or p["resolution"]).validated()
     verify = VerifyOptions(threshold if threshold is not None else p["threshold"], budget,
                            stride if stride is not None else p["stride"], dilation, blend,
-                           positions=positions).validated()
+                           positions=positions, ring=ring or p["ring"]).validated()
     prepare = None
     if stack:
         from . import build

@@ -3,15 +3,18 @@ from dataclasses import dataclass
 
 MEASURES = ("latent", "vae")
 FACTORS = (2, 4)
+RESOLUTIONS = ("coarse", "full")
+RING_MODES = ("all", "unchanged")
 FAMILIES = {"flux": "FLUX.1 Kontext", "qwen_image": "Qwen-Image-Edit"}
 SUPPORTED = "FLUX.1 Kontext and Qwen-Image-Edit (a FLUX.1 or Qwen-Image model with a reference image)"
 
 
 @dataclass(frozen=True)
 class DraftOptions:
-    draft_fraction: float = 0.4    # share of the steps run as the low-resolution draft
+    draft_fraction: float = 0.2    # share of the steps run as the draft
     factor: int = 2                # coarse downsampling per axis of the draft and of locked cells
     measure: str = "latent"        # discrepancy.MEASURES
+    resolution: str = "full"       # RESOLUTIONS: the draft's tokens (coarse: target and reference on the coarse grid)
 
     def validated(self) -> "DraftOptions":
         if self.measure not in MEASURES:
@@ -20,7 +23,10 @@ class DraftOptions:
             raise ValueError(f"SpecEdit coarse factor must be one of {', '.join(map(str, FACTORS))}, not {self.factor!r}")
         if not 0.0 < self.draft_fraction < 1.0:
             raise ValueError(f"SpecEdit draft fraction must be between 0 and 1 (exclusive), not {self.draft_fraction}")
-        return DraftOptions(float(self.draft_fraction), int(self.factor), self.measure)
+        if self.resolution not in RESOLUTIONS:
+            raise ValueError(f"SpecEdit draft resolution must be one of {', '.join(RESOLUTIONS)}, "
+                             f"not {self.resolution!r}")
+        return DraftOptions(float(self.draft_fraction), int(self.factor), self.measure, self.resolution)
 
     def draft_steps(self, steps: int) -> int:
         """Draft steps of a run of `steps` (at least one draft and one verify step)."""
@@ -38,6 +44,7 @@ class VerifyOptions:
     blend: float = 0.8             # refined cells touching a locked one: blend * source + (1 - blend) * edit
     global_share: float = 0.7      # more edited cells than this: a global edit, run at full resolution
     positions: str = "fine"        # RoPE units of verify's mixed tokens (dynres.layout.POSITION_MODES)
+    ring: str = "unchanged"        # RING_MODES: which ring cells are blended (locking.compose)
 
     def validated(self) -> "VerifyOptions":
         for name, lo, hi in (("threshold", 0.0, 1e9), ("budget", 0.0, 1.0), ("blend", 0.0, 1.0),
@@ -48,6 +55,8 @@ class VerifyOptions:
         from ..dynres.layout import POSITION_MODES
         if self.positions not in POSITION_MODES:
             raise ValueError(f"SpecEdit positions must be one of {', '.join(POSITION_MODES)}, not {self.positions!r}")
+        if self.ring not in RING_MODES:
+            raise ValueError(f"SpecEdit ring must be one of {', '.join(RING_MODES)}, not {self.ring!r}")
         for name in ("coverage_stride", "dilation"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"SpecEdit {name} must be >= 0, not {getattr(self, name)}")

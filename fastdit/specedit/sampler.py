@@ -23,8 +23,8 @@ from ..dynres.haar import nearest_up
 from ..dynres.layout import CellGrid, MixedLayout, as5d
 from ..dynres.noise_field import coarse_start
 from ..dynres.transition import same_t
-from .discrepancy import latent_score, unlock, vae_score
-from .locking import compose, lock
+from .discrepancy import boundary_ring, latent_score, unlock, vae_score
+from .locking import changed_cells, compose, lock
 from .options import FAMILIES, SUPPORTED, DraftOptions, VerifyOptions
 
 log = logging.getLogger("FastDiT")
@@ -102,6 +102,12 @@ def _checks(model, x, extra_args, who):
     return base, noise
 
 
+def draft_layout(adapter, grid: CellGrid, up: torch.Tensor) -> MixedLayout:
+    """The draft's token set: every cell coarse (a coarse draft, coarse-grid positions) or every
+    cell fine (a full-resolution draft: the model's own forward)."""
+    return MixedLayout(adapter, grid, up, "fine" if bool(up.all()) else "coarse", stage=1)
+
+
 @dataclass
 class _DraftRun:
     options: DraftOptions
@@ -119,8 +125,9 @@ def sample_draft(model, x, sigmas, extra_args=None, callback=None, disable=None,
     base, noise = _checks(model, x, extra_args, "draft")
     grid = CellGrid.of(x.shape, run.options.factor)
     adapter = specedit_adapter(base)
-    up = torch.zeros((x.shape[0], *grid.cell_shape), dtype=torch.bool, device=x.device)
-    layout = MixedLayout(adapter, grid, up, "coarse", stage=1)
+    full = run.options.resolution == "full"
+    up = torch.full((x.shape[0], *grid.cell_shape), full, dtype=torch.bool, device=x.device)
+    layout = draft_layout(adapter, grid, up)
     run.layouts.append(layout)
     extra = _with_wrapper(extra_args, layout, sigmas)
     x5 = as5d(x)
@@ -252,6 +259,17 @@ class _VerifyRun:
     layouts: list = field(default_factory=list)
 
 
+def _to_verify_layout(grid: CellGrid, x5: torch.Tensor, unlocked: torch.Tensor, draft, noise: torch.Tensor,
+                      sigma: float) -> torch.Tensor:
+    """The draft's carrier on verify's cells: a coarse draft's unlocked cells expand to full
+    resolution (same-t, from the draft's estimate); a full-resolution draft's locked cells
+    become coarse (block means with unit-variance noise)."""
+    if draft.options.resolution == "full":
+        return grid.merge(x5, grid.spread(coarse_start(x5, noise, sigma, grid)), unlocked)
+    new = grid.fine_pixels(unlocked) & ~grid.fine_pixels(torch.zeros_like(unlocked))
+    return same_t(grid, x5, new, sigma, as5d(draft.x0.to(x5)), noise, "hadamard")[0]
+
+
 @torch.no_grad()
 def sample_verify(model, x, sigmas, extra_args=None, callback=None, disable=None, run=None):
     """SpecEdit verify: from the draft's state, unlocked cells go to full resolution (same-t
@@ -272,8 +290,7 @@ def sample_verify(model, x, sigmas, extra_args=None, callback=None, disable=None
     run.layouts.append(layout)
     extra = _with_wrapper(extra_args, layout, sigmas)
     x5 = as5d(draft.carrier.to(x))
-    new = grid.fine_pixels(unlocked) & ~grid.fine_pixels(torch.zeros_like(unlocked))
-    x5, _ = same_t(grid, x5, new, float(sigmas[0]), as5d(draft.x0.to(x)), noise, "hadamard")
+    x5 = _to_verify_layout(grid, x5, unlocked, draft, noise, float(sigmas[0]))
     x = x5.reshape(x.shape)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(sigmas) - 1, disable=disable):
@@ -332,7 +349,13 @@ def run_verify(model, draft: SpecEditDraft, options: VerifyOptions, mask=None):
              options.coverage_stride, ", global edit" if is_global else "", 1 / ratio, len(draft.sigmas) - 1, ratio)
     refined = cells_to_image(unlocked, grid, draft.image_size, fill=1.0)
     out = out.to(comfy.model_management.intermediate_device())
-    source = draft.source.to(out)
-    out = compose(grid, as5d(out), unlocked.to(out.device), as5d(source).expand_as(as5d(out)),
-                  options.blend).reshape(out.shape)
+    source = as5d(draft.source.to(out)).expand_as(as5d(out))
+    keep = None
+    if options.ring == "unchanged":   # ring cells the edit changed are part of it: not blended
+        base = model.model
+        keep = changed_cells(grid, as5d(base.process_latent_in(out)),
+                             as5d(base.process_latent_in(draft.source.to(out))), options.threshold).to(out.device)
+        keep &= boundary_ring(unlocked.to(out.device))
+        summary["ring_unblended"] = int(keep.flatten(1).sum(1).max())
+    out = compose(grid, as5d(out), unlocked.to(out.device), source, options.blend, keep).reshape(out.shape)
     return {"samples": out}, refined, summary
