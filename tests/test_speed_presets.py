@@ -170,3 +170,22 @@ def test_calibration_node_records_the_full_steps_of_the_preset(pack_nodes):
     assert basis.meta["interval"] == 2 and basis.meta["full_steps"] == [0, 1, 3, 5, 7, 9, 11]
     basis = node.execute(tm.make_model("flux"), pos, neg, latent, 12, 2.0, 0, 9, 0.85, warmup_steps=1).result[0]
     assert basis.meta["interval"] == 9 and basis.meta["full_steps"] == [0, 9]   # custom: the widgets
+
+
+def test_a_preset_at_n2_forecasts_with_taylor_coefficients(caplog):
+    """One step ahead (a preset resolving to N=2) the run uses TaylorSeer's undamped coefficients: the
+    same run, bit for bit, as mode taylorseer at N=2 with the preset's warm-up; the log line says so.
+    A custom N=2 keeps HiCache's Hermite coefficients, and presets at longer spans keep them too."""
+    caplog.set_level(logging.INFO)
+    model = tm.make_model("flux")
+    preset = _sample(apply_hicache(model, speed="2x", warmup_steps=2), 20)  # differences start as below
+    taylor = _sample(apply_hicache(model, interval=2, warmup_steps=2, mode="taylorseer"), 20)
+    hermite = _sample(apply_hicache(model, interval=2, warmup_steps=2), 20)
+    assert torch.equal(preset, taylor)
+    assert not torch.equal(preset, hermite)
+    settings = [r[0] for r in _runs(caplog)]
+    assert settings[0] == "hicache, speed 2x: N=2, warm-up 2 (one step ahead: taylorseer coefficients), O=2, module"
+    assert settings[2] == "hicache, N=2, warm-up 2, O=2, σ=0.5, module"
+    auto = TaylorCacheConfig(speed="auto")
+    assert auto.describe(*resolve_schedule(auto, 30)) == "hicache, speed auto: N=4, warm-up 2, O=2, σ=0.5, module"
+    assert TaylorCacheConfig(speed="2x", mode="reuse").describe(2, 2) == "reuse, speed 2x: N=2, warm-up 2, O=0, module"

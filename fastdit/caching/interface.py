@@ -41,6 +41,11 @@ class Forecaster(Protocol):
     def close(self) -> None:
         """Drop per-run resources (device copies of bases, ...); called when the run ends."""
 
+    # Optional: told the run's resolved schedule before its first evaluation (a speed preset's
+    # interval is known only then), e.g. to pick the forecast rule for that interval.
+    def use_schedule(self, config: object, interval: int, warmup_steps: int) -> None:
+        """Called by the run state whenever it builds a plan from the sampler's schedule."""
+
     # Optional (needed to forecast inside torch.compile's region; without them a compiled model
     # computes every block in full):
     def coefficients(self, state: object, position: float) -> Sequence[float]:

@@ -120,6 +120,9 @@ class RunState:
         start = model_sampling.percent_to_sigma(c.start_percent) if model_sampling is not None else float("inf")
         end = model_sampling.percent_to_sigma(c.end_percent) if model_sampling is not None else 0.0
         interval, warmup_steps = self.schedule = resolve_schedule(c, len(sample_sigmas) - 1)
+        use_schedule = getattr(self.forecaster, "use_schedule", None)
+        if use_schedule is not None:
+            use_schedule(c, interval, warmup_steps)
         self.plan = StepPlan(sample_sigmas, interval, warmup_steps, float(start), float(end))
         self._evaluations.clear()
 
