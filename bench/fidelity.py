@@ -15,6 +15,8 @@ With matched costs on (the command line's default), every technique row is also 
 Euler at the step count nearest to baseline steps / its FLOPs speed-up (`euler:steps=N`, run on the
 same jobs after the others): the row's "matched Euler" column gives that run's PSNR, so a technique
 is read against what simply taking fewer steps gives at the same cost.
+`--clock cpu` times each image by the process's CPU time instead of elapsed time: with `--threads 1`
+on a machine shared with other jobs, that is the time the run would take on an idle machine.
 Writes OUT/results.json and OUT/grid.png (rows: jobs, columns: configurations).
 """
 import argparse
@@ -46,11 +48,16 @@ def _prepare_noise(latent, seed):
     return comfy.sample.prepare_noise(latent, seed)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0,), cfg=None, out=None,
-        warmup=True, log=print, matched=False):
+        warmup=True, log=print, matched=False, clock="wall"):
     """Run the bench in this process (ComfyUI must be booted) and return the results dict.
 
-    matched: also run plain Euler at each technique's matched cost (see the module docstring)."""
+    matched: also run plain Euler at each technique's matched cost (see the module docstring).
+    clock: "wall" (elapsed time) or "cpu" (this process's CPU time: on a machine shared with other
+    jobs, a one-thread run's CPU time is what its wall clock would be on an idle machine)."""
     import torch
 
     from bench import configs as registry
@@ -66,6 +73,9 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
         raise ValueError(f"two configurations have the same label: {names}")
     base_index = next(i for i, s in enumerate(specs) if registry.parse_spec(s)[0] == "baseline")
 
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(sorted(CLOCKS))}, not {clock!r}")
+    timer = CLOCKS[clock]
     bm = models.load(model_spec)
     cfg = bm.default_cfg if cfg is None else cfg
     height, width = size
@@ -76,10 +86,10 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
     def sample(i, job, n_steps):
         noise = _prepare_noise(job.latent, job.seed)
         counter.reset()
-        t0 = time.perf_counter()
+        t0 = timer()
         with torch.no_grad():  # as ComfyUI's executor runs nodes
             lat = configs[i].sample(prepared[i], noise, job.positive, job.negative, job.latent, n_steps, cfg, job.seed)
-        return lat, time.perf_counter() - t0, counter.flops
+        return lat, timer() - t0, counter.flops
 
     if warmup:  # first calls allocate and select kernels; keep them out of the timings
         for i in range(len(configs)):
@@ -113,6 +123,7 @@ def run(model_spec, config_specs, steps=50, size=(64, 64), n_prompts=2, seeds=(0
             run_jobs(list(range(len(configs) - len(extra), len(configs))))
 
     results = _summarize(bm, configs, jobs, rows, base_index, steps, cfg, height, width, counter)
+    results["clock"] = clock
     by_name = {r["config"]: r for r in results["rows"]}
     for name, n in matches.items():
         euler_row = by_name[f"euler:steps={n}"]
@@ -201,8 +212,9 @@ def format_table(results):
     fmt = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     h, w = results["latent"]
+    clock = " (seconds: process CPU time)" if results.get("clock") == "cpu" else ""
     title = (f"{results['model']}: {h}x{w} latent ({results['image_tokens']} image tokens), {results['steps']} steps, "
-             f"cfg {results['cfg']}, {len(results['jobs'])} image(s) per config, {results['machine']}")
+             f"cfg {results['cfg']}, {len(results['jobs'])} image(s) per config, {results['machine']}{clock}")
     return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
 
 
@@ -250,6 +262,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench"))
     ap.add_argument("--no-matched", dest="matched", action="store_false",
                     help="skip the plain-Euler runs at each technique's matched cost")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="time per image: elapsed (wall) or this process's CPU time (cpu: for a machine shared "
+                         "with other jobs, with --threads 1)")
     ap.add_argument("--list", action="store_true", help="list the available configurations and exit")
     args = ap.parse_args(argv)
     _boot()
@@ -263,7 +278,7 @@ def main(argv=None):
             print(f"  bench/configs/{mod}.py failed to import: {err}")
         return 0
     run(args.model, args.configs, steps=args.steps, size=args.size, n_prompts=args.prompts, seeds=args.seeds,
-        cfg=args.cfg, out=args.out, matched=args.matched)
+        cfg=args.cfg, out=args.out, matched=args.matched, clock=args.clock)
     print(f"wrote {os.path.relpath(args.out)}/results.json and grid.png")
     return 0
 
