@@ -2,11 +2,13 @@
 and the entry points the nodes call (through ComfyUI's own sampling path: conditioning, model
 loading, wrappers, CFG and previews are ComfyUI's).
 
-`sample_draft` runs the first steps with every cell coarse (target and reference tokens on the
-coarse grid, via the mixed-resolution DIFFUSION_MODEL wrapper of dynres) and keeps its state and
-clean estimate. `sample_verify` continues from that state: unlocked cells expand to full
-resolution (same-t Haar/Hadamard expansion with the run's own noise), locked cells are reset to
-the re-noised source before every step, and at the end the source is pasted back (locking.py).
+`sample_draft` runs the first steps at full resolution (DraftOptions.resolution = "full") or with
+every cell coarse (target and reference tokens on the coarse grid, via the mixed-resolution
+DIFFUSION_MODEL wrapper of dynres) and keeps its state and clean estimate. `sample_verify`
+continues from that state on verify's cells (a coarse draft's unlocked cells expand to full
+resolution by the same-t Haar/Hadamard expansion with the run's own noise; a full draft's locked
+cells become coarse), locked cells are reset to the re-noised source before every step, and at the
+end the source is pasted back (locking.py).
 """
 import logging
 import weakref
@@ -119,8 +121,8 @@ class _DraftRun:
 
 @torch.no_grad()
 def sample_draft(model, x, sigmas, extra_args=None, callback=None, disable=None, run=None):
-    """SpecEdit draft: Euler over `sigmas` with target and reference tokens on the coarse grid
-    (every cell coarse), from the coarse state of the run's noise field."""
+    """SpecEdit draft: Euler over `sigmas`, at full resolution or with target and reference tokens
+    on the coarse grid (every cell coarse, from the coarse state of the run's noise field)."""
     extra_args = {} if extra_args is None else extra_args
     base, noise = _checks(model, x, extra_args, "draft")
     grid = CellGrid.of(x.shape, run.options.factor)
