@@ -9,7 +9,8 @@ SPEED_TOOLTIP = ("Target speed-up. A preset derives interval and warm-up from th
                  "auto = the paper's setting scaled to your steps (N=7, 3 warm-up steps at 50 steps: 5.6x fewer "
                  "FLOPs; N=4, warm-up 2 at 30 steps: 3.3x; N=3, warm-up 2 at 20 steps: 2.5x; all steps in full at "
                  "10 steps or fewer); 2x / 3x / 4x = about that many times fewer full steps, never forecasting "
-                 "further ahead than auto. The interval and warmup_steps inputs apply only with custom. Each run's "
+                 "further ahead than auto (at N=2, one step ahead, with Taylor coefficients: closer to the uncached image "
+                 "there than the Hermite damping). The interval and warmup_steps inputs apply only with custom. Each run's "
                  "log line names the preset and its full vs forecast steps.")
 
 
