@@ -22,7 +22,7 @@ class FastDiTSpecEditDraft(io.ComfyNode):
             display_name="SpecEdit draft (low-res edit preview)",
             category=CATEGORY,
             description="Runs the first steps of an edit (FLUX.1 Kontext, Qwen-Image-Edit) at low resolution, target "
-                        "and reference image alike, and compares the draft's predicted image with the source per "
+                        "and reference image alike (at full resolution on small images: see resolution), and compares the draft's predicted image with the source per "
                         "token. Feed the draft to 'SpecEdit verify', which refines only what the edit changes.",
             inputs=[
                 io.Model.Input("model"),
@@ -45,7 +45,9 @@ class FastDiTSpecEditDraft(io.ComfyNode):
                                        "decoder's first feature maps (channel-normalised), or the decoded pixels "
                                        "for VAEs without a convolutional decoder; latent: squared latent distance."),
                 io.Combo.Input("resolution", options=list(RESOLUTIONS), default=DEFAULT_RESOLUTION, optional=True,
-                               tooltip="Tokens of the draft's steps. full: the edit's own first steps (the outcome "
+                               tooltip="Tokens of the draft's steps. auto: coarse when the coarse grid has at least "
+                                       "16 cells per side (a 64x64 latent at coarse factor 2, i.e. 512x512 pixels "
+                                       "with FLUX's VAE), else full; full: the edit's own first steps (the outcome "
                                        "follows the full edit's; locked regions go coarse only in verify); coarse: "
                                        "target and reference at 1/coarse_factor per axis (cheaper; on small images "
                                        "it can change the edit's outcome)."),

@@ -247,7 +247,7 @@ def test_new_inputs_come_last_and_are_optional(pack_nodes):
     verify = pack_nodes["FastDiTSpecEditVerify"].define_schema().inputs
     assert [i.id for i in draft][-4:] == ["draft_fraction", "coarse_factor", "discrepancy", "resolution"]
     assert [i.id for i in verify][-3:] == ["positions", "mask", "ring"]
-    assert draft[-1].optional and draft[-1].default == "full" and draft[-1].options == ["coarse", "full"]
+    assert draft[-1].optional and draft[-1].default == "auto" and draft[-1].options == ["auto", "coarse", "full"]
     assert verify[-1].optional and verify[-1].default == "unchanged" and verify[-1].options == ["all", "unchanged"]
 
 
@@ -326,3 +326,23 @@ def test_demo_kontext_removal_keeps_the_removed_objects_edge_out_of_the_ring():
         out, _, _ = run_verify(bm.model, draft, VerifyOptions(threshold=0.03, ring=ring))
         db[ring] = float(metrics.psnr(bm.decode(out["samples"]).float(), target, mask=changed)[0])
     assert db["unchanged"] > db["all"] + 3.0, db
+
+
+def test_auto_resolution_drafts_coarse_only_on_a_grid_of_16_cells_per_side(caplog):
+    """resolution = auto: full below 16 coarse cells along the shorter side (the demo's 32x32 latent has
+    8), coarse from 16 (a 64x64 latent at factor 2; factor 4 needs 128); the draft runs the chosen
+    one: at 16x16 its state is the full draft's, bit for bit."""
+    import logging
+    auto = DraftOptions(0.3, 2, "latent", "auto")
+    assert auto.for_latent((1, 16, 32, 32)).resolution == "full"
+    assert auto.for_latent((1, 16, 64, 64)).resolution == "coarse"
+    assert auto.for_latent((1, 16, 64, 60)).resolution == "full"
+    assert DraftOptions(0.3, 4, "latent", "auto").for_latent((1, 16, 64, 64)).resolution == "full"
+    assert DraftOptions(0.3, 4, "latent", "auto").for_latent((1, 16, 3, 128, 128)).resolution == "coarse"
+    assert DraftOptions(0.3, 2, "latent", "coarse").for_latent((1, 16, 32, 32)).resolution == "coarse"
+    caplog.set_level(logging.INFO)
+    model, pos, neg, latent, vae = _inputs("flux_kontext", 16)
+    drafted, _, _ = run_draft(model, pos, neg, latent, vae, 5, 10, 2.0, auto)
+    full, _, _ = run_draft(model, pos, neg, latent, vae, 5, 10, 2.0, DraftOptions(0.3, 2, "latent", "full"))
+    assert drafted.options.resolution == "full" and torch.equal(drafted.carrier, full.carrier)
+    assert any("resolution auto -> full" in r.getMessage() for r in caplog.records)

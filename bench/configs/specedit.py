@@ -16,7 +16,7 @@ bench/specedit.py. `vae` is set by the harness that knows the model's VAE (defau
 from . import Config, register
 
 PRESETS = {  # total steps, draft fraction, threshold, coverage stride, draft resolution, ring blending
-    "balanced": dict(steps=10, fraction=0.2, threshold=0.015, stride=4, resolution="full", ring="unchanged"),
+    "balanced": dict(steps=10, fraction=0.2, threshold=0.015, stride=4, resolution="auto", ring="unchanged"),
     "coarse": dict(steps=14, fraction=0.4, threshold=0.03, stride=4, resolution="coarse", ring="unchanged"),
     "quality": dict(steps=20, fraction=0.4, threshold=0.02, stride=4, resolution="coarse", ring="all"),
     "fast": dict(steps=10, fraction=0.5, threshold=0.03, stride=0, resolution="coarse", ring="all"),

@@ -27,7 +27,7 @@ from ..dynres.noise_field import coarse_start
 from ..dynres.transition import same_t
 from .discrepancy import boundary_ring, latent_score, unlock, vae_score
 from .locking import changed_cells, compose, lock
-from .options import FAMILIES, SUPPORTED, DraftOptions, VerifyOptions
+from .options import AUTO_COARSE_MIN_CELLS, FAMILIES, SUPPORTED, DraftOptions, VerifyOptions
 
 log = logging.getLogger("FastDiT")
 WRAPPER_KEY = "fastdit_specedit"
@@ -226,6 +226,12 @@ def run_draft(model, positive, negative, latent, vae, seed: int, steps: int, cfg
     if CellGrid.of(samples.shape, options.factor).cells == 0:
         raise UnsupportedInputError(f"SpecEdit: a {samples.shape[-1]}x{samples.shape[-2]} latent is too small for "
                                     f"coarse factor {options.factor} (a cell is {2 * options.factor} latent pixels).")
+    chosen = options.for_latent(samples.shape)
+    if chosen.resolution != options.resolution:
+        log.info("SpecEdit draft: resolution auto -> %s (%d x %d cells of %d latent pixels; coarse from %d per side)",
+                 chosen.resolution, *CellGrid.of(samples.shape, options.factor).cell_shape[1:],
+                 2 * options.factor, AUTO_COARSE_MIN_CELLS)
+    options = chosen
     n_draft = options.draft_steps(steps)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
