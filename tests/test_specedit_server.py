@@ -98,7 +98,7 @@ def test_draft_from_another_model_is_an_error_over_http(comfy_server):
 
 @pytest.mark.server
 def test_specedit_workflow_runs_over_http(comfy_server):
-    """demo-kontext, 32x32 latent, 14 steps: the locked region decodes to the source (the demo VAE
+    """demo-kontext, 32x32 latent, 10 steps: the locked region decodes to the source (the demo VAE
     is exact up to float rounding), the unedited region stays close to it, the edit is close to the
     exact one."""
     entry = comfy_server.run(load_workflow("specedit_kontext_api.json"))
