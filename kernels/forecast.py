@@ -38,26 +38,22 @@ def forecast_reference(terms, coeffs, out=None):
             out.add_(t, alpha=float(c))
         return out
     if out is None:
-        out = torch.empty_like(terms[0])
-    if not out.is_contiguous() or any(not t.is_contiguous() for t in terms):
-        acc = terms[0].to(torch.float32, copy=True)
-        for c, t in zip(coeffs, terms[1:]):
-            acc.add_(t, alpha=float(c))
-        return out.copy_(acc)
-    return _accumulate_in_chunks(terms, coeffs, out)
+        out = torch.empty_like(terms[0], memory_format=torch.contiguous_format)
+    dest = out if out.is_contiguous() else torch.empty(out.shape, dtype=out.dtype, device=out.device)
+    _accumulate_in_chunks([t.reshape(-1) for t in terms], coeffs, dest.view(-1))
+    return out if dest is out else out.copy_(dest)
 
 
 CHUNK = 1 << 16  # elements of the fp32 scratch: stays in cache while the terms stream through
 
 
-def _accumulate_in_chunks(terms, coeffs, out):
-    """out = terms[0] + sum c_i terms[i] for half-precision terms, accumulated in fp32 one cache-sized
-    chunk at a time: the same fp32 arithmetic and single rounding as converting whole tensors, without
-    allocating full-size fp32 copies (on a CPU those conversions dominated a forecast step)."""
-    flat = [t.view(-1) for t in terms]
-    dest = out.view(-1)
+def _accumulate_in_chunks(flat, coeffs, dest):
+    """dest = flat[0] + sum c_i flat[i] (1-D tensors) for half-precision terms, accumulated in fp32 one
+    cache-sized chunk at a time: the same fp32 arithmetic and single rounding as converting whole
+    tensors, without allocating full-size fp32 copies (on a CPU those conversions dominated a
+    forecast step)."""
     n = dest.numel()
-    scratch = torch.empty(min(n, CHUNK), dtype=torch.float32, device=out.device)
+    scratch = torch.empty(min(n, CHUNK), dtype=torch.float32, device=dest.device)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         acc = scratch[:stop - start]
@@ -65,7 +61,6 @@ def _accumulate_in_chunks(terms, coeffs, out):
         for c, t in zip(coeffs, flat[1:]):
             acc.add_(t[start:stop], alpha=float(c))  # bf16 -> fp32 is exact; the add runs in fp32
         dest[start:stop].copy_(acc)
-    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -90,3 +90,6 @@ def test_chunked_half_precision_path_equals_whole_tensor_fp32_accumulation():
         terms = [torch.randn((2, 333, 256), generator=gen).to(dtype) for _ in range(2)]
         forecast_reference(terms, [0.5], out=strided)
         assert torch.equal(strided, terms[0].float().add_(terms[1].float(), alpha=0.5).to(dtype))
+        transposed = [t.transpose(1, 2) for t in terms]          # non-contiguous terms
+        assert torch.equal(forecast_reference(transposed, [0.5]),
+                           transposed[0].float().add_(transposed[1].float(), alpha=0.5).to(dtype))
