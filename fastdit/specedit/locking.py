@@ -29,7 +29,9 @@ def lock(grid: CellGrid, x: torch.Tensor, unlocked: torch.Tensor, source: torch.
 
 def ring_pixels(grid: CellGrid, unlocked: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     """[B, 1, T, H, W] bool: latent pixels of the boundary ring (less the cells `keep`)."""
-    ring = boundary_ring(unlocked) if keep is None else boundary_ring(unlocked) & ~keep
+    ring = boundary_ring(unlocked)
+    if keep is not None:
+        ring &= ~keep
     ch, cw = grid.covered
     px = torch.zeros((unlocked.shape[0], 1, grid.frames, grid.height, grid.width), dtype=torch.bool,
                      device=unlocked.device)

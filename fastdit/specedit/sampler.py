@@ -223,14 +223,14 @@ def run_draft(model, positive, negative, latent, vae, seed: int, steps: int, cfg
     check_conditioning([extras for cond in (positive, negative) for _, extras in cond], where="SpecEdit")
     samples = _fix_empty_latent(model, latent)
     source = source_of(positive, samples)
-    if CellGrid.of(samples.shape, options.factor).cells == 0:
+    grid = CellGrid.of(samples.shape, options.factor)
+    if grid.cells == 0:
         raise UnsupportedInputError(f"SpecEdit: a {samples.shape[-1]}x{samples.shape[-2]} latent is too small for "
                                     f"coarse factor {options.factor} (a cell is {2 * options.factor} latent pixels).")
     chosen = options.for_latent(samples.shape)
     if chosen.resolution != options.resolution:
         log.info("SpecEdit draft: resolution auto -> %s (%d x %d cells of %d latent pixels; coarse from %d per side)",
-                 chosen.resolution, *CellGrid.of(samples.shape, options.factor).cell_shape[1:],
-                 2 * options.factor, AUTO_COARSE_MIN_CELLS)
+                 chosen.resolution, grid.cell_rows, grid.cell_cols, grid.cell_pixels, AUTO_COARSE_MIN_CELLS)
     options = chosen
     n_draft = options.draft_steps(steps)
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
@@ -244,7 +244,6 @@ def run_draft(model, positive, negative, latent, vae, seed: int, steps: int, cfg
     base = model.model
     x0_latent = base.process_latent_out(run.x0.float()).to(store)
     src = source.to(store).float().expand_as(x0_latent)
-    grid = CellGrid.of(samples.shape, options.factor)
     if options.measure == "latent":
         score, view = latent_score(run.x0.float().to(store), base.process_latent_in(src), grid), "latent"
     else:
@@ -254,8 +253,9 @@ def run_draft(model, positive, negative, latent, vae, seed: int, steps: int, cfg
                           tuple(samples.shape), run.carrier.to(store), run.x0.to(store), run.noise.to(store), source,
                           score.cpu(), view, tuple(image.shape[1:3]), run.layouts, adapter.hidden_size)
     mask = cells_to_image(score.clamp(0, 1), grid, draft.image_size)
-    log.info("SpecEdit draft: %d of %d steps at 1/%d resolution (%s discrepancy, %s): %.0f%% of cells at >= 0.1",
-             n_draft, steps, options.factor, options.measure, view, 100 * float((score >= 0.1).float().mean()))
+    at = "full resolution" if options.resolution == "full" else f"1/{options.factor} resolution"
+    log.info("SpecEdit draft: %d of %d steps at %s (%s discrepancy, %s): %.0f%% of cells at >= 0.1",
+             n_draft, steps, at, options.measure, view, 100 * float((score >= 0.1).float().mean()))
     return draft, image, mask
 
 
