@@ -88,15 +88,21 @@ class DemoKontext(DemoBenchModel):
         h, w = 2 * height, 2 * width
         for src, edit in edit_cases(n_prompts):
             target = edit.apply(src)
-            source_img = world.render(src, h, w)
-            ref = self.vae.encode(source_img)
-            pos = _with_reference(self.demo.conditioning(edit.prompt()), ref)
-            neg = _with_reference(self.demo.conditioning(""), ref)
+            pos, neg, source_img = edit_conditioning(self.demo, self.vae, src, edit, h, w)
             latent = torch.zeros(1, 16, height, width)
             mask = world.unedited_mask(src, target, h, w)[None]
             out += [Job(f"{src.prompt()} | {edit.prompt()}", pos, neg, latent, s, score=_scorer(target),
                         source=source_img, unedited_mask=mask) for s in seeds]
         return out
+
+
+def edit_conditioning(demo, vae, src, edit, height, width):
+    """(positive, negative, source image) of one edit of `src`: the instruction and the empty prompt,
+    each with the source image (rendered at height x width pixels) as the reference latent."""
+    source_img = world.render(src, height, width)
+    ref = vae.encode(source_img)
+    return (_with_reference(demo.conditioning(edit.prompt()), ref), _with_reference(demo.conditioning(""), ref),
+            source_img)
 
 
 def _with_reference(conditioning, latent):

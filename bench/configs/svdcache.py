@@ -56,12 +56,11 @@ def _edit_reference(demo, size):
     """An edit of demo-kontext that no bench job uses (its source image as the reference latent)."""
     import torch
 
-    from demo import models, world
-    from demo.bench_models import _with_reference, edit_cases
+    from demo import models
+    from demo.bench_models import edit_cases, edit_conditioning
     src, edit = edit_cases(1, seed=98765)[0]
-    ref = models.vae().encode(world.render(src, 2 * size, 2 * size))
-    return (_with_reference(demo.conditioning(edit.prompt()), ref), _with_reference(demo.conditioning(""), ref),
-            {"samples": torch.zeros(1, 16, size, size)}, f"{src.prompt()} | {edit.prompt()}")
+    positive, negative, _ = edit_conditioning(demo, models.vae(), src, edit, 2 * size, 2 * size)
+    return positive, negative, {"samples": torch.zeros(1, 16, size, size)}, f"{src.prompt()} | {edit.prompt()}"
 
 
 def _demo_cfg(model):
