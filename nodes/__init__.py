@@ -7,9 +7,9 @@ from .fresco import FastDiTFrescoKSampler, FastDiTFrescoSampler
 from .hicache import FastDiTHiCache
 from .specedit import FastDiTSpecEditDraft, FastDiTSpecEditVerify
 from .svdcache import FastDiTSVDCache, FastDiTSVDCacheCalibrate
-from .testing import FastDiTTestModel
+from .testing import FastDiTTestControlNet, FastDiTTestModel
 
-NODES = [FastDiTCompare, FastDiTTestModel, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene,
+NODES = [FastDiTCompare, FastDiTTestModel, FastDiTTestControlNet, FastDiTDemoLoader, FastDiTDemoTextEncode, FastDiTDemoScene,
          FastDiTHiCache, FastDiTSVDCacheCalibrate, FastDiTSVDCache, FastDiTFrescoKSampler, FastDiTFrescoSampler,
          FastDiTSpecEditDraft, FastDiTSpecEditVerify]
 

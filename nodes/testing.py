@@ -1,4 +1,5 @@
-"""FastDiTTestModel: a tiny random-weight model of a supported family, ready to sample.
+"""FastDiTTestModel: a tiny random-weight model of a supported family, ready to sample, and
+FastDiTTestControlNet: a tiny random-weight FLUX ControlNet for it.
 
 For smoke-testing graphs and the pack's techniques on any machine without downloading weights;
 the images it makes are noise-like patterns, not pictures."""
@@ -42,3 +43,23 @@ class FastDiTTestModel(io.ComfyNode):
         model, positive, negative, latent, vae = tiny_models.graph_inputs(family, seed, width, height, frames,
                                                                           batch_size)
         return io.NodeOutput(model, positive, negative, latent, vae)
+
+
+class FastDiTTestControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FastDiTTestControlNet",
+            display_name="Tiny test ControlNet (random weights)",
+            category="FastDiT/testing",
+            description="Builds ComfyUI's FLUX ControlNet (XLabs layout) at the width of the tiny FLUX test "
+                        "model, with seeded random weights, for Apply ControlNet. Use it to check that a graph "
+                        "with a ControlNet runs (ComfyUI's ControlNet loader detects full-size FLUX layouts only).",
+            inputs=[io.Int.Input("seed", default=7, min=0, max=2 ** 31 - 1, control_after_generate=False,
+                                 tooltip="Seed of the random weights.")],
+            outputs=[io.ControlNet.Output()],
+        )
+
+    @classmethod
+    def execute(cls, seed) -> io.NodeOutput:
+        return io.NodeOutput(tiny_models.tiny_controlnet(seed))

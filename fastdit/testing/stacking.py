@@ -11,7 +11,7 @@ Definitions
                  patch), Fresco (its KSampler node, or its SAMPLER in SamplerCustom); ComfyUI's
                  EasyCache, LazyCache, Context Windows (Manual) (over the latent's rows, dim 2),
                  LoRA (LoraLoaderModelOnly) and ControlNet (ComfyUI's ControlNetFlux at the tiny
-                 model's width + ControlNetApplyAdvanced).
+                 model's width, from the pack's FastDiTTestControlNet node, + ControlNetApplyAdvanced).
     accelerator  a part that approximates the model it is given: HiCache, SVD-Cache, Fresco,
                  EasyCache, LazyCache.
     content      a part that changes what is sampled: LoRA, ControlNet, context windows.
@@ -83,38 +83,7 @@ def tiny_lora_state_dict(model, seed: int = 5, rank: int = 4, scale: float = 0.3
     return lora
 
 
-TINY_CONTROLNET_NODE = "FastDiTTestTinyFluxControlNet"
-
-
-def tiny_controlnet(seed: int = 7, residual_scale: float = 0.2):
-    """ComfyUI's ControlNet object around its own ControlNetFlux (XLabs layout: controlnet_blocks,
-    input_hint_block) at the width of the tiny FLUX model, with seeded weights. It is built here
-    rather than by ControlNetLoader because ComfyUI's FLUX detection knows only full-size head
-    layouts, which a 64-wide model cannot have."""
-    import comfy.controlnet
-    import comfy.ldm.flux.controlnet
-    import comfy.ops
-    net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init,
-                                                   **tiny_models._flux_config())
-    tiny_models.init_weights(net, seed)
-    with torch.no_grad():
-        for block in list(net.controlnet_blocks) + list(net.controlnet_single_blocks):
-            block.weight.mul_(residual_scale)
-    return comfy.controlnet.ControlNet(net, extra_conds=["y", "guidance"])   # as ComfyUI's XLabs loader
-
-
-class TinyFluxControlNet:
-    """Test graphs' ControlNet source (registered by GraphRunner like any custom node)."""
-    RETURN_TYPES = ("CONTROL_NET",)
-    FUNCTION = "build"
-    CATEGORY = "FastDiT/testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    def build(self):
-        return (tiny_controlnet(),)
+TINY_CONTROLNET_NODE = "FastDiTTestControlNet"   # the pack's tiny ControlNet node (nodes/testing.py)
 
 
 def hint_image(size: int = 64):
@@ -258,8 +227,6 @@ class GraphRunner:
     def __init__(self, cache_size: int = 1000):
         import execution
         from .comfy_env import _QuietServer
-        import nodes
-        nodes.NODE_CLASS_MAPPINGS.setdefault(TINY_CONTROLNET_NODE, TinyFluxControlNet)
         self.server = _QuietServer()
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.LRU,
                                                  cache_args={"lru": cache_size, "ram": 0, "ram_inactive": 0})

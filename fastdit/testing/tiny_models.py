@@ -161,3 +161,19 @@ def graph_inputs(family, seed, width, height, frames=1, batch_size=1):
     latent = {"samples": torch.zeros(latent_shape(family, height, width, frames, batch_size))}
     vae = LinearPatchVAE(latent_dims=3 if len(latent["samples"].shape) == 5 else 2)
     return model, positive, negative, latent, vae
+
+
+def tiny_controlnet(seed: int = 7, residual_scale: float = 0.2):
+    """ComfyUI's ControlNet object around its own ControlNetFlux (XLabs layout: controlnet_blocks,
+    input_hint_block) at the width of the tiny FLUX model, with seeded weights. It is built here
+    rather than by ControlNetLoader because ComfyUI's FLUX detection knows only full-size head
+    layouts, which a 64-wide model cannot have."""
+    import comfy.controlnet
+    import comfy.ldm.flux.controlnet
+    import comfy.ops
+    net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, **_flux_config())
+    init_weights(net, seed)
+    with torch.no_grad():
+        for block in list(net.controlnet_blocks) + list(net.controlnet_single_blocks):
+            block.weight.mul_(residual_scale)
+    return comfy.controlnet.ControlNet(net, extra_conds=["y", "guidance"])   # as ComfyUI's XLabs loader
