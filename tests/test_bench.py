@@ -154,15 +154,15 @@ def _sleeps():
 
 def test_cpu_clock_leaves_out_time_the_process_did_not_compute():
     """--clock cpu times each image by the process's CPU time: a row that waits 0.5 s without
-    computing takes at least 0.5 s on the wall clock and a fraction of that on the CPU clock (a
-    2-step sample of the tiny model costs milliseconds). Bounds on each row, not differences between
-    rows, so a loaded machine cannot flip them."""
+    computing takes at least 0.5 s on the wall clock (a bound on the row itself: on a loaded machine
+    the baseline's own wall time varies by more than a fraction of the wait) and, on the CPU clock,
+    as long as the baseline."""
     kw = dict(steps=2, size=(8, 8), n_prompts=1, warmup=False, log=lambda s: None)
     wall = {r["config"]: r for r in fidelity.run("tiny-flux", ["baseline", "test_sleeps"], **kw)["rows"]}
     cpu_run = fidelity.run("tiny-flux", ["baseline", "test_sleeps"], clock="cpu", **kw)
     cpu = {r["config"]: r for r in cpu_run["rows"]}
     assert wall["test_sleeps"]["seconds_per_image"] >= 0.5
-    assert cpu["test_sleeps"]["seconds_per_image"] < 0.25 and cpu["baseline"]["seconds_per_image"] < 0.25
+    assert abs(cpu["test_sleeps"]["seconds_per_image"] - cpu["baseline"]["seconds_per_image"]) < 0.2
     assert cpu_run["clock"] == "cpu" and "process CPU time" in fidelity.format_table(cpu_run)
     with pytest.raises(ValueError, match="clock must be one of cpu, wall"):
         fidelity.run("tiny-flux", ["baseline"], clock="gpu", **kw)
