@@ -68,6 +68,35 @@ def test_flux_blocks_match_real_forward():
     _flux_like("flux")
 
 
+def test_flux_forecast_adds_the_gated_forecast_with_one_rounding():
+    """On a forecast step a FLUX stream gets gate * forecast in one fused multiply-add: in bf16 that
+    is the fp32 value rounded once (ComfyUI's own block rounds the product, then the sum)."""
+    model = tm.make_model("flux", dtype=torch.bfloat16)
+    ad = adapters.for_model(model)
+    slots = ad.cache_slots(ad)
+    d = model.model.diffusion_model.hidden_size
+    vec = _rand(2, d, seed=1).bfloat16()
+    for ref in ad.blocks():
+        n_img = {"double": 12, "single": 17}[ref.kind]
+        preds = {name: _rand(2, 5 if name.startswith("txt") else n_img, d, seed=i).bfloat16()
+                 for i, name in enumerate(slots.module_slots(ref))}
+        streams = {"img": _rand(2, n_img, d, seed=7).bfloat16(), "txt": _rand(2, 5, d, seed=8).bfloat16()}
+        args = {"img": streams["img"].clone(), "txt": streams["txt"].clone(), "vec": vec}
+        out = slots.run_forecast(ref, args, {k: v.clone() for k, v in preds.items()}, {})
+        if ref.kind == "double":
+            (m1, m2), (t1, t2) = ref.module.img_mod(vec), ref.module.txt_mod(vec)
+            plan = {"img": [("img_attn", m1.gate), ("img_mlp", m2.gate)],
+                    "txt": [("txt_attn", t1.gate), ("txt_mlp", t2.gate)]}
+        else:
+            plan = {"img": [("total", ref.module.modulation(vec)[0].gate)]}
+        for stream, steps in plan.items():
+            want = streams[stream]
+            for name, gate in steps:
+                want = (want.float() + preds[name].float() * gate.float()).bfloat16()
+            assert torch.equal(out[stream], want), (ref.patch_key, stream)
+            assert out[stream].data_ptr() == args[stream].data_ptr()  # in place, as the block itself
+
+
 @pytest.mark.parametrize("mod_dims", [False, True], ids=["plain", "per_token_modulation"])
 def test_hunyuan_blocks_match_real_forward(mod_dims):
     _flux_like("hunyuan_video", mod_dims)

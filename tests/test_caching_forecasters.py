@@ -143,3 +143,29 @@ def test_fp32_forecast_into_out_is_bitwise_the_accumulated_one():
     for c, t in zip(coeffs, half[1:]):
         ref.add_(t.float(), alpha=c)
     assert torch.equal(forecast_reference(half, coeffs, out=torch.empty_like(half[0])), ref.bfloat16())
+
+
+def test_half_precision_forecast_without_triton_adds_in_the_feature_dtype():
+    """Without Triton, bf16 / fp16 terms are combined in their own dtype, one rounded add per term,
+    straight into `out` (a row of a batch here); that is within a rounding per term of the fp32
+    reference and differs from it somewhere. fp32 terms keep the reference's arithmetic."""
+    from kernels import backend
+    from kernels.forecast import forecast
+    g = torch.Generator().manual_seed(5)
+    coeffs = [0.75, -0.3]
+    for dtype in (torch.bfloat16, torch.float16):
+        terms = [torch.randn(3, 300, 24, generator=g).to(dtype) for _ in range(3)]
+        assert backend(terms[0]) == "torch"
+        want = torch.add(terms[0], terms[1], alpha=coeffs[0]).add_(terms[2], alpha=coeffs[1])
+        batch = torch.full((2, 3, 300, 24), 5.0, dtype=dtype)
+        res = forecast(terms, coeffs, out=batch[1])
+        assert res.data_ptr() == batch[1].data_ptr() and torch.equal(batch[1], want) and (batch[0] == 5).all()
+        assert torch.equal(forecast(terms, coeffs), want)
+        ref = forecast_reference(terms, coeffs)
+        magnitude = sum(abs(c) * t.double().abs() for c, t in zip([1.0] + coeffs, terms))
+        assert ((want.double() - ref.double()).abs() <= 2 * torch.finfo(dtype).eps * magnitude).all()
+        assert not torch.equal(want, ref)
+        fp32_out = torch.empty(terms[0].shape)
+        assert torch.equal(forecast(terms, coeffs, out=fp32_out), want.float())  # other dtype: copied in
+    fp32 = [t.float() for t in terms]
+    assert torch.equal(forecast(fp32, coeffs), forecast_reference(fp32, coeffs))

@@ -162,15 +162,24 @@ def flux_double_full(block, img, txt, vec, pe, attn_mask=None, mod_dims_img=None
     return img, txt, feats
 
 
+def _add_gated(stream, pred, gate, modulation_dims):
+    """stream += gate * pred in place: one fused multiply-add (a single rounding, no product
+    tensor) when the gate is per sample; ComfyUI's apply_mod for per-token modulation dims."""
+    if modulation_dims is None:
+        return stream.addcmul_(pred, gate)
+    from comfy.ldm.flux.layers import apply_mod
+    stream += apply_mod(pred, gate, None, modulation_dims)
+    return stream
+
+
 def flux_double_forecast(block, img, txt, vec, preds, mod_dims_img=None, mod_dims_txt=None):
     """A double block on a forecast step: modulation from vec, then stream += gate * forecast."""
-    from comfy.ldm.flux.layers import apply_mod
     img_mod1, img_mod2 = block.img_mod(vec)
     txt_mod1, txt_mod2 = block.txt_mod(vec)
-    img += apply_mod(preds["img_attn"], img_mod1.gate, None, mod_dims_img)
-    img += apply_mod(preds["img_mlp"], img_mod2.gate, None, mod_dims_img)
-    txt += apply_mod(preds["txt_attn"], txt_mod1.gate, None, mod_dims_txt)
-    txt += apply_mod(preds["txt_mlp"], txt_mod2.gate, None, mod_dims_txt)
+    img = _add_gated(img, preds["img_attn"], img_mod1.gate, mod_dims_img)
+    img = _add_gated(img, preds["img_mlp"], img_mod2.gate, mod_dims_img)
+    txt = _add_gated(txt, preds["txt_attn"], txt_mod1.gate, mod_dims_txt)
+    txt = _add_gated(txt, preds["txt_mlp"], txt_mod2.gate, mod_dims_txt)
     if txt.dtype == torch.float16:
         txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
     return img, txt
@@ -194,9 +203,8 @@ def flux_single_full(block, x, vec, pe, attn_mask=None, mod_dims=None, transform
 
 
 def flux_single_forecast(block, x, vec, preds, mod_dims=None):
-    from comfy.ldm.flux.layers import apply_mod
     mod, _ = block.modulation(vec)
-    x += apply_mod(preds["total"], mod.gate, None, mod_dims)
+    x = _add_gated(x, preds["total"], mod.gate, mod_dims)
     if x.dtype == torch.float16:
         x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x
