@@ -166,3 +166,25 @@ def test_cpu_clock_leaves_out_time_the_process_did_not_compute():
     assert cpu_run["clock"] == "cpu" and "process CPU time" in fidelity.format_table(cpu_run)
     with pytest.raises(ValueError, match="clock must be one of cpu, wall"):
         fidelity.run("tiny-flux", ["baseline"], clock="gpu", **kw)
+
+
+def test_step_costs_splits_full_and_forecast_steps_and_measures_the_floor():
+    import torch
+
+    from bench import step_costs
+    from fastdit.caching import TaylorCacheConfig
+    from fastdit.caching.schedule import StepPlan, resolve_schedule
+    lines = []
+    rows = step_costs.run("tiny-flux", ["hicache:interval=3,warmup_steps=2"], steps=10, size=(16, 16), reps=1,
+                          log=lines.append)
+    base, floor, cached = rows
+    assert [r["config"] for r in rows] == ["baseline", "outside the blocks", "hicache:interval=3,warmup_steps=2"]
+    assert (base["full_steps"], base["forecast_steps"]) == (10, 0)
+    assert (floor["full_steps"], floor["forecast_steps"]) == (0, 10)  # no block ran: no block FLOPs
+    assert floor["seconds"] < base["seconds"]
+    plan = StepPlan(torch.linspace(1, 0, 11).tolist(), *resolve_schedule(TaylorCacheConfig(interval=3, warmup_steps=2), 10))
+    assert cached["full_steps"] == plan.full_steps and cached["forecast_steps"] == 10 - plan.full_steps > 0
+    assert cached["forecast_ms"] < cached["full_ms"]
+    assert "outside the blocks" in lines[0]
+    with pytest.raises(ValueError, match="fresco.*per-step callback"):
+        step_costs.run("tiny-flux", ["fresco"], steps=4, size=(16, 16), reps=1, log=lines.append)

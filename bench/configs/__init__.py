@@ -32,11 +32,12 @@ class Config:
         """The model to sample with (a patched clone for model patchers); default: unchanged."""
         return model
 
-    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed):
-        """One sampling run -> latent. Default: ComfyUI's KSampler path, euler / simple."""
+    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed, callback=None):
+        """One sampling run -> latent. Default: ComfyUI's KSampler path, euler / simple; `callback`
+        is ComfyUI's per-step callback (bench.step_costs times steps with it)."""
         import comfy.sample
         return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, latent,
-                                   disable_pbar=True, seed=seed)
+                                   disable_pbar=True, seed=seed, callback=callback)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r})"

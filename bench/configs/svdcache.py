@@ -107,8 +107,7 @@ class SVDCacheRow(Config):
                 self._grams(model, pos, neg, latent, self.calib_steps, cfg, 0, label), self.tau)
         return model
 
-    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed):
-        import comfy.sample
+    def sample(self, model, noise, positive, negative, latent, steps, cfg, seed, callback=None):
         from fastdit.caching import apply_svdcache
         from fastdit.caching.svd import SVDCacheConfig, basis_from_grams
         basis = self._bases.get("other")
@@ -116,8 +115,7 @@ class SVDCacheRow(Config):
             grams = self._grams(self.base_model, positive, negative, {"samples": latent}, steps, cfg, seed, "same")
             basis = basis_from_grams(grams, self.tau)
         patched = apply_svdcache(model, SVDCacheConfig(basis=basis, **self.options))
-        return comfy.sample.sample(patched, noise, steps, cfg, "euler", "simple", positive, negative, latent,
-                                   disable_pbar=True, seed=seed)
+        return super().sample(patched, noise, positive, negative, latent, steps, cfg, seed, callback)
 
 
 @register("svdcache")
