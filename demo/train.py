@@ -21,6 +21,7 @@ blocks add in place, so the forward runs under saved_tensors_hooks that clone wh
 A probe (scene and shape accuracy of a few samples from pure noise) is logged periodically.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -50,11 +51,29 @@ def _boot():
         sys.path.insert(0, ROOT)
     from fastdit.testing import comfy_env
     comfy_env.boot(load_pack=False)
-    import comfy.model_management
-    # Newer ComfyUI routes RoPE and some ops through fused kernels without autograd formulas unless
-    # this flag is set (older versions do not read it).
-    comfy.model_management.in_training = True
-    _differentiable_rope()
+
+
+@contextlib.contextmanager
+def _training_mode(stop):
+    """For the training loop only, as ComfyUI's own training node does: ComfyUI's `in_training` flag
+    (newer versions route RoPE and some ops through fused kernels without autograd formulas unless
+    it is set; older ones do not read it) and `kill PID` asking the loop to stop (appended to
+    `stop`). Both are put back afterwards, so a process that trains and goes on (the tests) keeps
+    ComfyUI's inference paths and its own SIGTERM handling."""
+    import comfy.model_management as mm
+    absent = object()
+    flag = getattr(mm, "in_training", absent)
+    handler = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    mm.in_training = True
+    try:
+        _differentiable_rope()
+        yield
+    finally:
+        if flag is absent:
+            del mm.in_training
+        else:
+            mm.in_training = flag
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _rope1(x, freqs_cis):
@@ -375,50 +394,50 @@ def main(argv=None):
     last_ckpt = last_probe = time.time()
     losses = []
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))  # `kill PID`: checkpoint, then exit
-    while not stop and time.time() - t_start < args.minutes * 60 and \
-            (args.max_steps is None or state["step"] < args.max_steps):
-        t0 = time.time()
-        size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
-        batch = curriculum[size][0]
-        x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format,
-                                                        world_name=args.world)
-        lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss = loss_on(model, x0, words, slots, refs, gen, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update(params)
-        state["step"] += 1
-        state["images"] += batch
-        state["seconds"] += time.time() - t0
-        losses.append(loss.item())
-        if state["step"] % 50 == 0:
-            rec = {"step": state["step"], "loss": sum(losses) / len(losses), "images": state["images"],
-                   "minutes": round(state["seconds"] / 60, 2), "img_per_s": round(batch / (time.time() - t0), 1), "lr": lr}
-            if args.world == "open":
-                rec.update(_totals(base, state))
-            losses = []
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
-            save()
-            last_ckpt = time.time()
-        if time.time() - last_probe > args.probe_minutes * 60:
-            backup = [p.detach().clone() for p in params]
-            ema.copy_to(params)
-            res = open_probe(model, latent_format) if args.world == "open" else probe(model, args.task, latent_format)
-            for p, b in zip(params, backup):
-                p.data.copy_(b)
-            rec = {"step": state["step"], "minutes": round(state["seconds"] / 60, 2), "probe_ema": res}
-            if args.world == "open":
-                rec.update(_totals(base, state))
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            last_probe = time.time()
+    with _training_mode(stop), log:
+        while not stop and time.time() - t_start < args.minutes * 60 and \
+                (args.max_steps is None or state["step"] < args.max_steps):
+            t0 = time.time()
+            size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
+            batch = curriculum[size][0]
+            x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format,
+                                                            world_name=args.world)
+            lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = loss_on(model, x0, words, slots, refs, gen, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            ema.update(params)
+            state["step"] += 1
+            state["images"] += batch
+            state["seconds"] += time.time() - t0
+            losses.append(loss.item())
+            if state["step"] % 50 == 0:
+                rec = {"step": state["step"], "loss": sum(losses) / len(losses), "images": state["images"],
+                       "minutes": round(state["seconds"] / 60, 2), "img_per_s": round(batch / (time.time() - t0), 1), "lr": lr}
+                if args.world == "open":
+                    rec.update(_totals(base, state))
+                losses = []
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+                save()
+                last_ckpt = time.time()
+            if time.time() - last_probe > args.probe_minutes * 60:
+                backup = [p.detach().clone() for p in params]
+                ema.copy_to(params)
+                res = open_probe(model, latent_format) if args.world == "open" else probe(model, args.task, latent_format)
+                for p, b in zip(params, backup):
+                    p.data.copy_(b)
+                rec = {"step": state["step"], "minutes": round(state["seconds"] / 60, 2), "probe_ema": res}
+                if args.world == "open":
+                    rec.update(_totals(base, state))
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                last_probe = time.time()
     save()
     print(f"stopped at step {state['step']} ({state['images']} images, {state['seconds'] / 60:.1f} min); "
           f"checkpoint {ckpt_path}")

@@ -25,6 +25,19 @@ def test_train_resume_export_and_finetune(tmp_path):
                        json.dumps({"8": [2, 1.0]}), "--probe-minutes", "1000"]) == 0
 
 
+def test_training_mode_is_put_back_after_a_run(tmp_path):
+    """ComfyUI's in_training flag and the SIGTERM handler hold for the training loop only: the
+    process that trained (here the test session) keeps its inference paths and its own handler."""
+    import signal
+
+    import comfy.model_management as mm
+    absent = object()
+    flag, handler = getattr(mm, "in_training", absent), signal.getsignal(signal.SIGTERM)
+    assert train.main(["--task", "flux", "--max-steps", "1", "--out", str(tmp_path / "run"), "--curriculum",
+                       json.dumps({"8": [2, 1.0]}), "--probe-minutes", "1000"]) == 0
+    assert getattr(mm, "in_training", absent) is flag and signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_edit_pairs_share_the_jitter_of_unedited_objects():
     gen = torch.Generator().manual_seed(0)
     src = world.parse("a red circle at the top left, a blue square at the bottom right, on a white background")
