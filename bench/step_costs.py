@@ -16,12 +16,9 @@ hicache, svdcache).
 """
 import argparse
 import inspect
-import os
 import statistics
 import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def identity_blocks(model):

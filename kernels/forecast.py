@@ -105,7 +105,6 @@ def forecast_triton(terms, coeffs, out=None, block=4096):
     return target
 
 
-
 def forecast_in_feature_dtype(terms, coeffs, out=None):
     """D0 + sum c_i D_i computed in the terms' dtype: one add per term (torch computes each in fp32
     and rounds it to that dtype), written straight into `out` when it has that dtype."""
