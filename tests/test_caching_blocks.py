@@ -159,3 +159,88 @@ def test_a_changed_block_interface_gets_no_module_slots():
     assert slots.module_slots(real) is not None and forward_params(real.module) == FLUX_DOUBLE_FORWARD
     assert forward_params(newer) != FLUX_DOUBLE_FORWARD
     assert slots.module_slots(adapters.BlockRef("double", 0, newer)) is None
+
+
+# -- gate-only modulation on forecast steps -----------------------------------------------------
+
+def _calls(module):
+    """A counter of `module`'s forward calls (a forward hook on a test-made model)."""
+    count = [0]
+    module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_flux_forecast_gates_equal_the_modulation_chunks_without_running_it(dtype):
+    from fastdit.adapters.flux import modulation_gates
+    ad = adapters.for_model(tm.make_model("flux", dtype=dtype))
+    d = ad.model.hidden_size
+    for vec in (_rand(2, d, seed=1).to(dtype), _rand(1, 3, d, seed=2).to(dtype)):  # per-sample, per-token
+        for ref in ad.blocks():
+            mods = (ref.module.img_mod, ref.module.txt_mod) if ref.kind == "double" else (ref.module.modulation,)
+            for mod in mods:
+                want = [m.gate for m in mod(vec) if m is not None]
+                calls = _calls(mod)
+                got = modulation_gates(mod, vec)
+                assert calls[0] == 0, "the gates must not run the whole modulation"
+                assert len(got) == len(want) == (2 if ref.kind == "double" else 1)
+                for g, w in zip(got, want):
+                    assert torch.equal(g, w), (ref.patch_key, "gate differs from the modulation's chunk")
+
+
+def test_flux_forecast_gates_run_the_module_where_its_linear_patches_weights():
+    """A weight function (ComfyUI applies LoRA this way in lowvram mode) or cast weights: the rows of
+    the stored weight are not what the module multiplies by, so the module runs."""
+    from fastdit.adapters.flux import modulation_gates
+    ad = adapters.for_model(tm.make_model("flux"))
+    mod = ad.blocks()[0].module.img_mod
+    vec = _rand(2, ad.model.hidden_size, seed=1)
+    plain = modulation_gates(mod, vec)
+    mod.lin.weight_function = [lambda w: w * 2.0]
+    calls = _calls(mod)
+    patched = modulation_gates(mod, vec)
+    assert calls[0] == 1
+    for g, w in zip(patched, [m.gate for m in mod(vec)]):
+        assert torch.equal(g, w)
+    assert not torch.allclose(patched[0], plain[0])
+
+
+def test_plain_linear_weights_only_for_plain_forwards():
+    import comfy.ops
+    from fastdit.adapters.gates import linear_chunks, plain_linear_weights
+    x = _rand(2, 8)
+    plain = comfy.ops.disable_weight_init.Linear(8, 12)
+    torch.nn.init.normal_(plain.weight)
+    torch.nn.init.normal_(plain.bias)
+    assert plain_linear_weights(plain, x) is not None
+    assert plain_linear_weights(plain, x.bfloat16()) is None            # another dtype: the module casts or fails
+    cast = comfy.ops.manual_cast.Linear(8, 12)
+    assert plain_linear_weights(cast, x) is None                        # casts weights at run time
+
+    class OwnForward(torch.nn.Linear):                                  # a pack's layer with its own math
+        def forward(self, x):
+            return super().forward(x) * 2
+    assert plain_linear_weights(OwnForward(8, 12), x) is None
+
+    class Quantized(torch.Tensor):
+        pass
+    q = comfy.ops.disable_weight_init.Linear(8, 12)
+    q.weight = torch.nn.Parameter(plain.weight.detach().clone().as_subclass(Quantized), requires_grad=False)
+    assert plain_linear_weights(q, x) is None                           # tensor subclasses (quantized, GGUF)
+    chunks = linear_chunks(plain, x, 3, (0, 2))
+    full = plain(x).chunk(3, dim=-1)
+    assert torch.equal(chunks[0], full[0]) and torch.equal(chunks[1], full[2])
+    assert linear_chunks(cast, x, 3, (2,)) is None
+
+
+def test_qwen_forecast_gates_equal_the_modulation_chunks():
+    from fastdit.adapters.qwen_image import _qwen_gates, _qwen_stream_gates
+    ad = adapters.for_model(tm.make_model("qwen_image", dtype=torch.bfloat16))
+    temb = _rand(2, ad.model.inner_dim, seed=1).bfloat16()
+    for ref in ad.blocks():
+        for mod in (ref.module.img_mod, ref.module.txt_mod):
+            want = _qwen_gates(mod(temb))
+            calls = _calls(mod)
+            got = _qwen_stream_gates(mod, temb)
+            assert calls[0] == 0
+            assert all(torch.equal(g, w) for g, w in zip(got, want)) and len(got) == 2

@@ -334,6 +334,21 @@ def test_non_finite_forecast_falls_back_to_a_full_compute(info_log):
     assert _rel_err(out, clean) < 0.2
 
 
+def test_all_finite_needs_every_element_finite():
+    """The fallback's check: one reduction, and the elementwise test where the sum overflowed."""
+    from fastdit.caching.comfy_hooks import all_finite
+    x = torch.randn(2, 4, 8, 8)
+    assert all_finite(x)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[1, 2, 3, 4] = bad
+        assert not all_finite(y), bad
+    big = torch.full((4, 64), 6e4, dtype=torch.float16)   # every element finite, the fp16 sum overflows
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    big[0, 0] = float("nan")
+    assert not all_finite(big)
+
+
 def test_unsupported_model_gets_a_clear_error(pack_nodes):
     node = pack_nodes["FastDiTHiCache"]
     from fastdit.adapters import UnsupportedModelError    # the very class the node raises (one copy per process)

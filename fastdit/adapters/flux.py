@@ -172,14 +172,29 @@ def _add_gated(stream, pred, gate, modulation_dims):
     return stream
 
 
+def modulation_gates(modulation, vec):
+    """The gate of each ModulationOut of `modulation(vec)` (two for a double block, one for a single
+    block). Only the gate rows of the modulation linear run where they can run alone (gates.py); a
+    forecast step uses no shift or scale."""
+    from .gates import linear_chunks
+    n = getattr(modulation, "multiplier", None)
+    lin = getattr(modulation, "lin", None)
+    if n in (3, 6) and lin is not None:
+        x = vec[:, None, :] if vec.ndim == 2 else vec  # as Modulation.forward
+        gates = linear_chunks(lin, torch.nn.functional.silu(x), n, range(2, n, 3))
+        if gates is not None:
+            return gates
+    return [m.gate for m in modulation(vec) if m is not None]
+
+
 def flux_double_forecast(block, img, txt, vec, preds, mod_dims_img=None, mod_dims_txt=None):
-    """A double block on a forecast step: modulation from vec, then stream += gate * forecast."""
-    img_mod1, img_mod2 = block.img_mod(vec)
-    txt_mod1, txt_mod2 = block.txt_mod(vec)
-    img = _add_gated(img, preds["img_attn"], img_mod1.gate, mod_dims_img)
-    img = _add_gated(img, preds["img_mlp"], img_mod2.gate, mod_dims_img)
-    txt = _add_gated(txt, preds["txt_attn"], txt_mod1.gate, mod_dims_txt)
-    txt = _add_gated(txt, preds["txt_mlp"], txt_mod2.gate, mod_dims_txt)
+    """A double block on a forecast step: the gates from vec, then stream += gate * forecast."""
+    img_gate1, img_gate2 = modulation_gates(block.img_mod, vec)
+    txt_gate1, txt_gate2 = modulation_gates(block.txt_mod, vec)
+    img = _add_gated(img, preds["img_attn"], img_gate1, mod_dims_img)
+    img = _add_gated(img, preds["img_mlp"], img_gate2, mod_dims_img)
+    txt = _add_gated(txt, preds["txt_attn"], txt_gate1, mod_dims_txt)
+    txt = _add_gated(txt, preds["txt_mlp"], txt_gate2, mod_dims_txt)
     if txt.dtype == torch.float16:
         txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
     return img, txt
@@ -203,8 +218,8 @@ def flux_single_full(block, x, vec, pe, attn_mask=None, mod_dims=None, transform
 
 
 def flux_single_forecast(block, x, vec, preds, mod_dims=None):
-    mod, _ = block.modulation(vec)
-    x = _add_gated(x, preds["total"], mod.gate, mod_dims)
+    gate, = modulation_gates(block.modulation, vec)
+    x = _add_gated(x, preds["total"], gate, mod_dims)
     if x.dtype == torch.float16:
         x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
     return x

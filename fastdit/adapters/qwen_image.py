@@ -197,9 +197,21 @@ def qwen_block_full(block, img, txt, temb, pe, text_mask=None, transformer_optio
     return img, txt, {"img_attn": img_attn, "img_mlp": img_mlp, "txt_attn": txt_attn, "txt_mlp": txt_mlp}
 
 
+def _qwen_stream_gates(modulation, temb):
+    """(gate1, gate2) of one stream's modulation (nn.Sequential(SiLU, Linear) -> 6 chunks) at temb:
+    only the gate rows of the linear run where they can run alone (gates.py)."""
+    from .gates import linear_chunks
+    if (isinstance(modulation, torch.nn.Sequential) and len(modulation) == 2
+            and type(modulation[0]) is torch.nn.SiLU):
+        gates = linear_chunks(modulation[1], modulation[0](temb), 6, (2, 5))
+        if gates is not None:
+            return tuple(g.unsqueeze(1) for g in gates)
+    return _qwen_gates(modulation(temb))
+
+
 def qwen_block_forecast(block, img, txt, temb, preds):
-    img_gate1, img_gate2 = _qwen_gates(block.img_mod(temb))
-    txt_gate1, txt_gate2 = _qwen_gates(block.txt_mod(temb))
+    img_gate1, img_gate2 = _qwen_stream_gates(block.img_mod, temb)
+    txt_gate1, txt_gate2 = _qwen_stream_gates(block.txt_mod, temb)
     img = _gate_image(block, preds["img_attn"], img, img_gate1)
     txt = txt + txt_gate1 * preds["txt_attn"]
     img = torch.addcmul(img, img_gate2, preds["img_mlp"])

@@ -138,6 +138,12 @@ def _shape_tensors(kwargs):
     return out
 
 
+def all_finite(t):
+    """Whether every element of `t` is finite. A sum over a NaN or an infinity is not finite, so one
+    reduction answers; the elementwise test runs only when the sum itself overflowed."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _make_apply_model(key):
     """Per model call, outside any compiled region (ComfyUI compiles the diffusion model only): the
     call's plan (evaluation, row chunks, cache entries per block, forecast coefficients), then the
@@ -161,7 +167,7 @@ def _make_apply_model(key):
         try:
             out = executor(*args, **kwargs)
             run.finish_call(call)
-            if call.forecasted and not torch.isfinite(out).all():
+            if call.forecasted and not all_finite(out):
                 run.fallbacks += 1
                 logging.warning(f"{run.config.technique}: a forecast produced NaN/inf at sigma {sigma:.4f}; "
                                 "recomputing this step in full")
