@@ -13,14 +13,13 @@ run time, lowvram patches) and weights of a plain tensor type (quantized or GGUF
 subclasses) in the input's dtype and device. Anything else returns None and the caller runs the
 module as it is.
 """
-import functools
 from typing import Optional, Sequence
 
 import torch
 
 
-@functools.lru_cache(maxsize=1)
-def _known_linear_forwards():
+def _linear_forwards() -> frozenset:
+    """The Linear forwards that are F.linear on the stored weight when nothing casts or patches it."""
     forwards = {torch.nn.Linear.forward}
     try:
         import comfy.ops
@@ -29,7 +28,12 @@ def _known_linear_forwards():
             forwards.add(ops_linear.forward)
     except ImportError:
         pass
-    return forwards
+    return frozenset(forwards)
+
+
+# built once at import (the pack imports this module from inside ComfyUI); a plain constant, which
+# torch.compile reads without tracing a cache wrapper
+KNOWN_LINEAR_FORWARDS = _linear_forwards()
 
 
 def _plain(t: Optional[torch.Tensor], like: torch.Tensor) -> bool:
@@ -40,7 +44,7 @@ def _plain(t: Optional[torch.Tensor], like: torch.Tensor) -> bool:
 def plain_linear_weights(linear: torch.nn.Module, like: torch.Tensor) -> Optional[tuple]:
     """(weight, bias) when `linear(x)` is exactly F.linear(x, weight, bias) for an input like `like`;
     None when the module casts, patches or quantizes its weights at run time."""
-    if type(linear).forward not in _known_linear_forwards():
+    if type(linear).forward not in KNOWN_LINEAR_FORWARDS:
         return None
     if getattr(linear, "comfy_cast_weights", False) or getattr(linear, "weight_function", None) \
             or getattr(linear, "bias_function", None):
