@@ -163,11 +163,13 @@ def test_a_changed_block_interface_gets_no_module_slots():
 
 # -- gate-only modulation on forecast steps -----------------------------------------------------
 
-def _calls(module):
-    """A counter of `module`'s forward calls (a forward hook on a test-made model)."""
-    count = [0]
-    module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
-    return count
+def _flops(fn, *args):
+    """(result, matmul FLOPs) of fn(*args), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = fn(*args)
+    return out, counter.get_total_flops()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -179,30 +181,30 @@ def test_flux_forecast_gates_equal_the_modulation_chunks_without_running_it(dtyp
         for ref in ad.blocks():
             mods = (ref.module.img_mod, ref.module.txt_mod) if ref.kind == "double" else (ref.module.modulation,)
             for mod in mods:
-                want = [m.gate for m in mod(vec) if m is not None]
-                calls = _calls(mod)
-                got = modulation_gates(mod, vec)
-                assert calls[0] == 0, "the gates must not run the whole modulation"
+                outs, module_flops = _flops(mod, vec)
+                want = [m.gate for m in outs if m is not None]
+                got, gate_flops = _flops(modulation_gates, mod, vec)
+                # only the rows from the first gate to the last: 4 of 6 chunks (double), 1 of 3 (single)
+                assert gate_flops * (6 if ref.kind == "double" else 3) == module_flops * (4 if ref.kind == "double" else 1)
                 assert len(got) == len(want) == (2 if ref.kind == "double" else 1)
                 for g, w in zip(got, want):
                     assert torch.equal(g, w), (ref.patch_key, "gate differs from the modulation's chunk")
 
 
-def test_flux_forecast_gates_run_the_module_where_its_linear_patches_weights():
-    """A weight function (ComfyUI applies LoRA this way in lowvram mode) or cast weights: the rows of
-    the stored weight are not what the module multiplies by, so the module runs."""
+def test_flux_forecast_gates_run_the_module_where_comfy_casts_its_weights():
+    """A model built with ComfyUI's manual-cast ops (fp16 weights computed in fp32): the stored rows
+    are not what the module multiplies by, so the module runs and the gates are its chunks."""
     from fastdit.adapters.flux import modulation_gates
-    ad = adapters.for_model(tm.make_model("flux"))
-    mod = ad.blocks()[0].module.img_mod
+    ad = adapters.for_model(tm.make_model("flux", dtype=torch.float16, manual_cast_dtype=torch.float32))
     vec = _rand(2, ad.model.hidden_size, seed=1)
-    plain = modulation_gates(mod, vec)
-    mod.lin.weight_function = [lambda w: w * 2.0]
-    calls = _calls(mod)
-    patched = modulation_gates(mod, vec)
-    assert calls[0] == 1
-    for g, w in zip(patched, [m.gate for m in mod(vec)]):
-        assert torch.equal(g, w)
-    assert not torch.allclose(patched[0], plain[0])
+    for ref in ad.blocks():
+        mod = ref.module.img_mod if ref.kind == "double" else ref.module.modulation
+        assert getattr(mod.lin, "comfy_cast_weights", False)
+        outs, module_flops = _flops(mod, vec)
+        got, gate_flops = _flops(modulation_gates, mod, vec)
+        assert gate_flops == module_flops
+        for g, w in zip(got, [m.gate for m in outs if m is not None]):
+            assert g.dtype == torch.float32 and torch.equal(g, w)
 
 
 def test_plain_linear_weights_only_for_plain_forwards():
@@ -239,8 +241,8 @@ def test_qwen_forecast_gates_equal_the_modulation_chunks():
     temb = _rand(2, ad.model.inner_dim, seed=1).bfloat16()
     for ref in ad.blocks():
         for mod in (ref.module.img_mod, ref.module.txt_mod):
-            want = _qwen_gates(mod(temb))
-            calls = _calls(mod)
-            got = _qwen_stream_gates(mod, temb)
-            assert calls[0] == 0
+            out, module_flops = _flops(mod, temb)
+            want = _qwen_gates(out)
+            got, gate_flops = _flops(_qwen_stream_gates, mod, temb)
+            assert gate_flops * 6 == module_flops * 4   # chunks 2 to 5 of 6
             assert all(torch.equal(g, w) for g, w in zip(got, want)) and len(got) == 2

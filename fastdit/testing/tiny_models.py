@@ -91,12 +91,14 @@ def init_weights(module, seed):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
 
 
-def make_model(family="flux", seed=0, dtype=torch.float32):
-    """A ModelPatcher around a tiny random model of `family` (see FAMILIES)."""
+def make_model(family="flux", seed=0, dtype=torch.float32, manual_cast_dtype=None):
+    """A ModelPatcher around a tiny random model of `family` (see FAMILIES). With
+    `manual_cast_dtype` ComfyUI builds it with its manual-cast ops, as for a checkpoint whose weight
+    dtype the device cannot compute in: weights stored in `dtype`, cast at every call."""
     import comfy.model_management as mm
     import comfy.model_patcher
     mc = _model_config(family)
-    mc.set_inference_dtype(dtype, None)
+    mc.set_inference_dtype(dtype, manual_cast_dtype)
     base = mc.get_model({})
     init_weights(base.diffusion_model, seed)
     base.diffusion_model.to(dtype)
