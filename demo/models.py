@@ -103,6 +103,19 @@ def new(config=FLUX_CONFIG, seed=0):
     return DemoModel(base, text.TextEncoder(config["context_in_dim"]), pos, dict(config), {})
 
 
+def grow(model, extra_single_blocks, seed=0):
+    """`model` with `extra_single_blocks` more single-stream blocks after its own, each starting as the
+    identity (adaLN-zero: zero modulation, so the block adds nothing until training moves its gates);
+    every other weight, the text encoder and the position embedding are the model's. The samples of
+    the grown model equal the model's until it is trained."""
+    config = dict(model.config, depth_single_blocks=model.config["depth_single_blocks"] + extra_single_blocks)
+    grown = new(config, seed=seed)
+    missing, unexpected = grown.diffusion_model.load_state_dict(model.diffusion_model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("single_blocks.") for k in missing):
+        raise ValueError(f"cannot grow: unexpected {unexpected[:3]}, missing {missing[:3]}")
+    return DemoModel(grown.base, model.text_encoder, model.position, config, dict(model.metadata))
+
+
 NORM_WEIGHT_NAMES = (".scale", ".weight")  # FLUX RMSNorm weights: "scale" in older ComfyUI, "weight" later
 
 

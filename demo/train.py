@@ -158,7 +158,7 @@ def _token_batch(toks, null_tokens, gen, cfg_dropout):
     return words, slots
 
 
-def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
+def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, obj_weight=OBJECT_WEIGHT):
     """make_batch for the open world: random open prompts, each realised from `gen`."""
     from demo import open_text, open_world
     h = w = 2 * size
@@ -167,17 +167,18 @@ def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT):
     layers = [open_world.render_drawing(open_world.realize(s, gen), h, w) for s in scenes]
     images = torch.stack([img for img, _ in layers])
     obj = torch.stack([(cov.sum(0) if cov.shape[0] else torch.zeros(h, w)) > 0.02 for _, cov in layers]).float()
-    weights = 1 + OBJECT_WEIGHT * torch.nn.functional.max_pool2d(obj[:, None], 2)
+    weights = 1 + obj_weight * torch.nn.functional.max_pool2d(obj[:, None], 2)
     x0 = encode_images(images, latent_format)
     words, slots = _token_batch(toks, open_text.null_tokens, gen, cfg_dropout)
     return x0, words, slots, None, scenes, weights
 
 
-def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, world_name="demo"):
+def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, world_name="demo",
+               obj_weight=OBJECT_WEIGHT):
     """(x0, word ids, slot ids, reference latents or None, scenes, loss weights) for one step."""
     from demo import text, world
     if world_name == "open":
-        return open_batch(size, batch, gen, latent_format, cfg_dropout)
+        return open_batch(size, batch, gen, latent_format, cfg_dropout, obj_weight)
     h = w = 2 * size
     if task == "flux":
         scenes = [world.random_scene(gen) for _ in range(batch)]
@@ -202,7 +203,7 @@ def make_batch(task, size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, w
         images = torch.stack(imgs_tgt)
         refs = [encode_images(torch.stack(imgs_src), latent_format)]
     x0 = encode_images(images, latent_format)
-    weights = object_weight(images, scenes)
+    weights = object_weight(images, scenes, obj_weight)
     words, slots = _token_batch(toks, text.null_tokens, gen, cfg_dropout)
     return x0, words, slots, refs, scenes, weights
 
@@ -326,6 +327,10 @@ def main(argv=None):
     ap.add_argument("--checkpoint-minutes", type=float, default=5)
     ap.add_argument("--probe-minutes", type=float, default=15)
     ap.add_argument("--curriculum", default=None, help="JSON {latent size: [batch, share]} to override")
+    ap.add_argument("--grow-single-blocks", type=int, default=0,
+                    help="add this many single-stream blocks to the --init model, each starting as the identity")
+    ap.add_argument("--object-weight", type=float, default=OBJECT_WEIGHT,
+                    help="latent pixels covered by objects weigh 1 + this in the loss")
     ap.add_argument("--export", default=None, help="write the run's EMA weights (bf16 safetensors) and exit")
     args = ap.parse_args(argv)
 
@@ -342,6 +347,8 @@ def main(argv=None):
         else (OPEN_CURRICULUM if args.world == "open" else CURRICULUM if args.task == "flux" else EDIT_CURRICULUM)
 
     model = models.load(args.init, dtype=torch.float32) if args.init else models.new(seed=args.seed)
+    if args.grow_single_blocks:
+        model = models.grow(model, args.grow_single_blocks, seed=args.seed)
     base = {"steps": 0, "minutes": 0.0}  # open world: training before this run (from the --init weights)
     if args.world == "open":
         from demo import open_text
@@ -401,7 +408,7 @@ def main(argv=None):
             size = sizes[int(torch.multinomial(shares, 1, generator=gen))]
             batch = curriculum[size][0]
             x0, words, slots, refs, _, weights = make_batch(args.task, size, batch, gen, latent_format,
-                                                            world_name=args.world)
+                                                            world_name=args.world, obj_weight=args.object_weight)
             lr = args.lr * min(1.0, (state["step"] + 1) / args.warmup)
             for g in opt.param_groups:
                 g["lr"] = lr

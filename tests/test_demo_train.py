@@ -85,3 +85,32 @@ def test_kill_checkpoints_and_stops(tmp_path):
     assert proc.returncode == 0 and "stopped at step" in text
     ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
     assert ck["state"]["step"] >= 50
+
+
+def test_grown_model_starts_as_the_model_and_trains_resumes_and_exports(tmp_path):
+    """--grow-single-blocks adds identity blocks: the forward is unchanged until training moves them;
+    a resumed run grows the same way before loading its checkpoint, and the export keeps the depth."""
+    from demo import open_text
+    demo = models.load("demo-flux-open", dtype=torch.float32)
+    grown = models.grow(demo, 2)
+    assert grown.config["depth_single_blocks"] == demo.config["depth_single_blocks"] + 2
+    assert len(grown.diffusion_model.single_blocks) == len(demo.diffusion_model.single_blocks) + 2
+    words, slots = open_text.tokens_for("a red circle at the left, on a striped background")
+    x, t = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.6])
+    with torch.no_grad():
+        a = train.forward(demo, x, t, words[None], slots[None], None)
+        b = train.forward(grown, x, t, words[None], slots[None], None)
+    assert torch.equal(a, b)
+    out, weights = str(tmp_path / "grow"), str(tmp_path / "grown.safetensors")
+    args = ["--world", "open", "--init", models.weights_path("demo-flux-open"), "--grow-single-blocks", "2",
+            "--object-weight", "4", "--out", out, "--curriculum", json.dumps({"8": [2, 1.0]}), "--threads", "1",
+            "--probe-minutes", "1000"]
+    assert train.main(args + ["--max-steps", "1"]) == 0
+    assert train.main(args + ["--max-steps", "2"]) == 0  # resumes the grown model's checkpoint
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)["state"]["step"] == 2
+    assert train.main(args + ["--export", weights]) == 0
+    m = models.load(weights, dtype=torch.float32)
+    assert m.config["depth_single_blocks"] == demo.config["depth_single_blocks"] + 2
+    with torch.no_grad():
+        c = train.forward(m, x, t, words[None], slots[None], None)
+    assert not torch.equal(c.float(), a.float())  # trained: the new blocks' gates moved
