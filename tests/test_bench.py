@@ -188,3 +188,16 @@ def test_step_costs_splits_full_and_forecast_steps_and_measures_the_floor():
     assert "outside the blocks" in lines[0]
     with pytest.raises(ValueError, match="fresco.*per-step callback"):
         step_costs.run("tiny-flux", ["fresco"], steps=4, size=(16, 16), reps=1, log=lines.append)
+
+
+def test_the_default_rows_are_those_that_run_at_their_defaults_on_the_model_kind():
+    """`make demo` benches every configuration there is: those that need options (euler: steps) or
+    an edit model (SpecEdit) are left out of a text-to-image bench, and every one left in runs."""
+    names = registry.defaults(edit_model=False)
+    assert {"baseline", "easycache", "hicache", "svdcache", "fresco"} <= set(names)
+    assert "euler" not in names and "specedit" not in names
+    assert "specedit" in registry.defaults(edit_model=True)
+    real = [n for n in names if n != "baseline" and not n.startswith("test_")]
+    res = fidelity.run("tiny-flux", real, steps=4, size=(8, 8), n_prompts=1, warmup=False, log=lambda *_: None)
+    rows = {r["config"]: r for r in res["rows"]}
+    assert set(real) <= set(rows) and all(rows[n]["cost_ratio"] > 0 for n in real)

@@ -19,7 +19,9 @@ IMPORT_ERRORS = {}  # module name -> message, for configuration modules that fai
 
 
 class Config:
-    """One row of the bench table. Override `prepare` and/or `sample` (or pass them as callables)."""
+    """One row of the bench table. Override `prepare` and/or `sample` (or pass them as callables).
+    `edits_only`: the row needs a source image in the conditioning (an edit model's bench jobs)."""
+    edits_only = False
 
     def __init__(self, name, prepare=None, sample=None):
         self.name = name
@@ -79,6 +81,20 @@ def parse_spec(spec):
 
 def available():
     return sorted(_FACTORIES)
+
+
+def defaults(edit_model: bool) -> list:
+    """Names of the configurations that run at their defaults (no options needed) on a text-to-image
+    model, or on an edit model when `edit_model`: the rows of a bench of "everything there is"."""
+    out = []
+    for name in available():
+        try:
+            config = build(name)
+        except ValueError:  # needs options (euler: steps)
+            continue
+        if edit_model or not config.edits_only:
+            out.append(name)
+    return out
 
 
 def build(spec):

@@ -24,6 +24,8 @@ PRESETS = {  # total steps, draft fraction, threshold, coverage stride, draft re
 
 
 class SpecEditConfig(Config):
+    edits_only = True
+
     def __init__(self, name, draft, verify, steps, prepare=None):
         super().__init__(name, prepare=prepare)
         self.draft, self.verify, self.steps = draft, verify, steps
