@@ -11,7 +11,8 @@ sample next to the exact render of its prompt (for edits: source, sample, exact 
 demo-flux-open (the open world, demo/open_world.py): scene and shape accuracy on the prompted
 attributes, and detail_db, the energy of the samples in the three finest spatial-frequency bands
 against 4 renders of each prompt (0 dB: the world's detail; negative: blur), per size and per step
-count (`--steps` takes several; each row also gives the PSNR against the samples of the most steps);
+count (`--steps` takes several; each row also gives the PSNR against the samples of the most steps, and
+the samples of the most steps are scored once more blurred by a Gaussian of 1 pixel);
 `--two-seeds` adds the PSNR between the samples of seeds `seed` and `seed + 1` of each prompt.
 The same numbers for the renders (one seed against others, and blurred by a Gaussian of 1 pixel)
 are printed first as the yardstick:
@@ -153,6 +154,12 @@ def evaluate_open(demo, n_prompts, sizes, steps_list, cfg, seed=0, two_seeds=Fal
                 row["two_seed_psnr"] = metrics.pooled_psnr(metrics.psnr(imgs, other))
             rows.append(row)
             print("  " + _fmt_row(row), flush=True)
+            if steps == max(steps_list):  # the yardstick on the model's own images: its samples, blurred
+                blurred = open_world.gaussian_blur(imgs, 1.0)
+                row = {"size": size, "steps": steps, "images": "1 px blur", "detail_db": open_world.detail_db(blurred, refs),
+                       "bands_db": [round(float(x), 2) for x in open_world.band_db(blurred, refs)]}
+                rows.append(row)
+                print("  " + _fmt_row(row), flush=True)
         if grid and size == sizes[-1]:
             cols = [samples[s][:grid_count] for s in sorted(samples, reverse=True)]
             write_pairs_grid(grid, cols + [torch.cat([open_world.renders_of(p, h, h, [seed]) for p in prompts])[:grid_count]])

@@ -85,3 +85,19 @@ def test_evaluation_script_scores_and_draws(name, tmp_path):
     assert ("unedited_psnr" in rows[0]) == (name == "demo-kontext")
     from PIL import Image
     assert Image.open(grid).size[0] >= (2 if name == "demo-flux" else 3) * 96
+
+
+def test_open_evaluation_rows_and_the_blur_yardstick_on_the_samples(tmp_path):
+    from demo import evaluate, models
+    grid = tmp_path / "open.png"
+    rows = evaluate.evaluate_open(models.load("demo-flux-open"), n_prompts=2, sizes=[8], steps_list=[3, 2], cfg=3.0,
+                                  two_seeds=True, grid=str(grid), grid_count=2)
+    yard = [r for r in rows if "steps" not in r]
+    assert [r["images"] for r in yard] == ["renders", "renders, 1 px blur", "average of 2 renders"]
+    sampled = {r["steps"]: r for r in rows if "steps" in r and "images" not in r}
+    blurred = next(r for r in rows if r.get("images") == "1 px blur")
+    assert sorted(sampled) == [2, 3] and sampled[3]["psnr_vs_most_steps"] == float("inf")
+    assert sampled[2]["psnr_vs_most_steps"] < 60 and "two_seed_psnr" in sampled[3]
+    assert blurred["steps"] == 3 and blurred["detail_db"] < sampled[3]["detail_db"] - 1.0
+    from PIL import Image
+    assert Image.open(grid).size[0] >= 3 * 96
