@@ -12,6 +12,8 @@
     # demo/weights/demo_flux_open.log.jsonl with cumulative minutes:
     python -m demo.train --world open --init demo/weights/demo_flux_open.safetensors --out demo/_train/open --minutes 60
     python -m demo.train --world open --out demo/_train/open --export demo/weights/demo_flux_open.safetensors
+    # more capacity for a trained model: blocks that start as the identity (pass the same flag to --export)
+    python -m demo.train --world open --init demo/weights/demo_flux_open.safetensors --grow-single-blocks 4 --out OUT
 
 Every step draws fresh scenes (seeded), renders them at one latent size of the curriculum (16x16 to
 64x64 latents, batch scaled to keep the token count per step similar), and regresses the FLUX
