@@ -57,24 +57,16 @@ def _boot():
 
 @contextlib.contextmanager
 def _training_mode(stop):
-    """For the training loop only, as ComfyUI's own training node does: ComfyUI's `in_training` flag
-    (newer versions route RoPE and some ops through fused kernels without autograd formulas unless
-    it is set; older ones do not read it) and `kill PID` asking the loop to stop (appended to
-    `stop`). Both are put back afterwards, so a process that trains and goes on (the tests) keeps
-    ComfyUI's inference paths and its own SIGTERM handling."""
-    import comfy.model_management as mm
-    absent = object()
-    flag = getattr(mm, "in_training", absent)
+    """For the training loop only: `kill PID` asks the loop to stop (appended to `stop`), and RoPE has
+    gradients (_differentiable_rope). The SIGTERM handler is put back afterwards, so a process that
+    trains and goes on (the tests) keeps its own; ComfyUI's state is not touched (its `in_training`
+    flag, which some releases read to pick a differentiable RoPE, is left as it is: the registered
+    formula makes their fused RoPE differentiable instead)."""
     handler = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    mm.in_training = True
     try:
         _differentiable_rope()
         yield
     finally:
-        if flag is absent:
-            del mm.in_training
-        else:
-            mm.in_training = flag
         signal.signal(signal.SIGTERM, handler)
 
 
@@ -93,9 +85,9 @@ def _rope_grad(x, freqs_cis, grad):
 
 
 def _differentiable_rope():
-    """Training needs gradients through RoPE. Some ComfyUI releases apply it with fused kernel ops
-    (comfy_kitchen::apply_rope / apply_rope1) that have no autograd formula and no training switch:
-    probe it, and register the formula of the plain-torch RoPE for those ops in this training process
+    """Training needs gradients through RoPE. Newer ComfyUI releases apply it with fused kernel ops
+    (comfy_kitchen::apply_rope / apply_rope1) that have no autograd formula outside ComfyUI's own
+    training mode: probe it, and register the formula of the plain-torch RoPE for those ops in this training process
     (torch.library.register_autograd, the remedy the error names; ComfyUI's code is untouched)."""
     import comfy.ldm.flux.math as flux_math
     x = torch.randn(1, 1, 2, 4, requires_grad=True)

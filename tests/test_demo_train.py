@@ -26,8 +26,8 @@ def test_train_resume_export_and_finetune(tmp_path):
 
 
 def test_training_mode_is_put_back_after_a_run(tmp_path):
-    """ComfyUI's in_training flag and the SIGTERM handler hold for the training loop only: the
-    process that trained (here the test session) keeps its inference paths and its own handler."""
+    """The SIGTERM handler holds for the training loop only and ComfyUI's in_training flag is never
+    set: the process that trained (here the test session) keeps its inference paths and its handler."""
     import signal
 
     import comfy.model_management as mm
