@@ -12,6 +12,7 @@ runs one sampling (samplers override it). The harness, not the configuration, me
 time, so a configuration only has to produce its latent.
 """
 import importlib
+import inspect
 import pkgutil
 
 _FACTORIES = {}
@@ -83,18 +84,18 @@ def available():
     return sorted(_FACTORIES)
 
 
+def _needs_options(factory) -> bool:
+    """Whether the factory has a parameter without a default (euler: steps)."""
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               for p in inspect.signature(factory).parameters.values())
+
+
 def defaults(edit_model: bool) -> list:
     """Names of the configurations that run at their defaults (no options needed) on a text-to-image
-    model, or on an edit model when `edit_model`: the rows of a bench of "everything there is"."""
-    out = []
-    for name in available():
-        try:
-            config = build(name)
-        except ValueError:  # needs options (euler: steps)
-            continue
-        if edit_model or not config.edits_only:
-            out.append(name)
-    return out
+    model, or on an edit model when `edit_model`: the rows of a bench of "everything there is". A
+    configuration that fails to build at its defaults raises here rather than dropping out."""
+    configs = {name: build(name) for name in available() if not _needs_options(_FACTORIES[name])}
+    return [name for name, config in configs.items() if edit_model or not config.edits_only]
 
 
 def build(spec):
