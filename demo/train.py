@@ -129,14 +129,18 @@ def encode_images(images, latent_format):
     return latent_format.process_in(pixels_to_latent(images))
 
 
+def pixel_mask_weight(mask, weight=OBJECT_WEIGHT):
+    """Loss weight per latent pixel [B,1,h/2,w/2] from an object mask [B,h,w] of image pixels: 1, plus
+    `weight` where a 2x2 patch shows an object."""
+    return 1 + weight * torch.nn.functional.max_pool2d(mask.float()[:, None], 2)
+
+
 def object_weight(images, scenes, weight=OBJECT_WEIGHT):
-    """Loss weight per latent pixel [B,1,h,w]: 1, plus `weight` where a 2x2 patch shows an object
-    (any pixel differing from the scene's background)."""
+    """pixel_mask_weight of the pixels that differ from the scene's background (the demo world)."""
     from demo import world
     h, w = images.shape[1:3]
     bg = torch.stack([world.background_image(s.background, h, w) for s in scenes])
-    obj = ((images - bg).abs().amax(-1) > 0.02).float()[:, None]
-    return 1 + weight * torch.nn.functional.max_pool2d(obj, 2)
+    return pixel_mask_weight((images - bg).abs().amax(-1) > 0.02, weight)
 
 
 def _token_batch(toks, null_tokens, gen, cfg_dropout):
@@ -160,8 +164,8 @@ def open_batch(size, batch, gen, latent_format, cfg_dropout=CFG_DROPOUT, obj_wei
     toks = [open_text.scene_tokens(s) for s in scenes]
     layers = [open_world.render_drawing(open_world.realize(s, gen), h, w) for s in scenes]
     images = torch.stack([img for img, _ in layers])
-    obj = torch.stack([(cov.sum(0) if cov.shape[0] else torch.zeros(h, w)) > 0.02 for _, cov in layers]).float()
-    weights = 1 + obj_weight * torch.nn.functional.max_pool2d(obj[:, None], 2)
+    obj = torch.stack([(cov.sum(0) if cov.shape[0] else torch.zeros(h, w)) > 0.02 for _, cov in layers])
+    weights = pixel_mask_weight(obj, obj_weight)
     x0 = encode_images(images, latent_format)
     words, slots = _token_batch(toks, open_text.null_tokens, gen, cfg_dropout)
     return x0, words, slots, None, scenes, weights
