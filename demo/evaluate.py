@@ -109,21 +109,33 @@ def evaluate(name, n_prompts, sizes, steps, cfg, seed=0, grid=None, grid_size=No
     return rows
 
 
-def open_yardstick(n_prompts, size, seed=0):
-    """Scores of renders of the open world (seed `seed` against 4 reference seeds), plain and blurred."""
+def _detail(images, refs):
+    """detail_db and the per-band figures of images against reference renders."""
+    from . import open_world
+    return {"detail_db": open_world.detail_db(images, refs),
+            "bands_db": [round(float(x), 2) for x in open_world.band_db(images, refs)]}
+
+
+def reference_renders(prompts, size):
+    """The reference images of the open-world scores: 4 renders (seeds 100-103) of each prompt."""
+    from . import open_world
+    return torch.cat([open_world.renders_of(p, 2 * size, 2 * size, range(100, 104)) for p in prompts])
+
+
+def open_yardstick(n_prompts, size, seed=0, refs=None):
+    """Scores of renders of the open world (seed `seed` against the reference renders), plain and blurred."""
     from . import open_world
     from fastdit import metrics
     h = 2 * size
     prompts = open_world.benchmark_prompts(n_prompts)
-    refs = torch.cat([open_world.renders_of(p, h, h, range(100, 104)) for p in prompts])
+    refs = reference_renders(prompts, size) if refs is None else refs
     a = torch.cat([open_world.renders_of(p, h, h, [seed]) for p in prompts])
     b = torch.cat([open_world.renders_of(p, h, h, [seed + 1]) for p in prompts])
     rows = []
     for label, imgs in (("renders", a), ("renders, 1 px blur", open_world.gaussian_blur(a, 1.0)),
                         ("average of 2 renders", (a + b) / 2)):
         rows.append({"size": size, "images": label, "scene_accuracy": open_world.scene_accuracy(imgs, prompts),
-                     "detail_db": open_world.detail_db(imgs, refs),
-                     "bands_db": [round(float(x), 2) for x in open_world.band_db(imgs, refs)]})
+                     **_detail(imgs, refs)})
     rows[0]["two_seed_psnr"] = metrics.pooled_psnr(metrics.psnr(a, b))
     return rows
 
@@ -136,18 +148,17 @@ def evaluate_open(demo, n_prompts, sizes, steps_list, cfg, seed=0, two_seeds=Fal
     prompts = open_world.benchmark_prompts(n_prompts)
     for size in sizes:
         h = 2 * size
-        for row in open_yardstick(n_prompts, size, seed):
+        refs = reference_renders(prompts, size)
+        for row in open_yardstick(n_prompts, size, seed, refs):
             rows.append(row)
             print("  " + _fmt_row(row), flush=True)
-        refs = torch.cat([open_world.renders_of(p, h, h, range(100, 104)) for p in prompts])
         samples = {}
         for steps in sorted(steps_list, reverse=True):
             imgs = sample_images(demo, prompts, size, steps, cfg, seed)
             samples[steps] = imgs
             row = {"size": size, "steps": steps, "scene_accuracy": open_world.scene_accuracy(imgs, prompts),
                    "shape_accuracy": open_world.shape_accuracy(imgs, prompts),
-                   "detail_db": open_world.detail_db(imgs, refs),
-                   "bands_db": [round(float(x), 2) for x in open_world.band_db(imgs, refs)],
+                   **_detail(imgs, refs),
                    "psnr_vs_most_steps": metrics.pooled_psnr(metrics.psnr(imgs, samples[max(steps_list)]))}
             if two_seeds and steps == max(steps_list):
                 other = sample_images(demo, prompts, size, steps, cfg, seed + 1)
@@ -156,8 +167,7 @@ def evaluate_open(demo, n_prompts, sizes, steps_list, cfg, seed=0, two_seeds=Fal
             print("  " + _fmt_row(row), flush=True)
             if steps == max(steps_list):  # the yardstick on the model's own images: its samples, blurred
                 blurred = open_world.gaussian_blur(imgs, 1.0)
-                row = {"size": size, "steps": steps, "images": "1 px blur", "detail_db": open_world.detail_db(blurred, refs),
-                       "bands_db": [round(float(x), 2) for x in open_world.band_db(blurred, refs)]}
+                row = {"size": size, "steps": steps, "images": "1 px blur", **_detail(blurred, refs)}
                 rows.append(row)
                 print("  " + _fmt_row(row), flush=True)
         if grid and size == sizes[-1]:
